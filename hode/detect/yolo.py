@@ -1,0 +1,83 @@
+"""Ultralytics YOLO behind the harness's Detector interface: crops in, person boxes out."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from hode.errors import WeightsError, check
+from hode.types import Detections
+
+os.environ.setdefault("YOLO_OFFLINE", "1")  # ultralytics: never reach for the hub or fonts online
+os.environ.setdefault("YOLO_VERBOSE", "False")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` means the first CUDA device when there is one, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+def person_class(names: dict[int, str] | list[str], weights: str) -> int:
+    """Index of the class called "person" in a checkpoint's class map (never assumed to be 0)."""
+    items = names.items() if isinstance(names, dict) else enumerate(names)
+    for idx, name in items:
+        if str(name).lower() in ("person", "pedestrian"):
+            return int(idx)
+    raise WeightsError(f"{weights}: checkpoint has no 'person' class (classes: {list(dict(items).values())[:10]}...)")
+
+
+class YoloDetector:
+    """``detector=yolov5n|s|m``: an ultralytics YOLO checkpoint run on batches of crops."""
+
+    def __init__(self, weights: str, name: str = "yolo", arch: str | None = None, imgsz: int = 704, conf: float = 0.25,
+                 iou: float = 0.6, max_det: int = 1000, device: str = "auto", half: bool = False) -> None:
+        check(isinstance(imgsz, int) and imgsz >= 32 and imgsz % 32 == 0,
+              f"detector.imgsz must be a positive multiple of 32, got {imgsz!r}")
+        check(0 <= conf <= 1, f"detector.conf must be in [0, 1], got {conf!r}")
+        check(0 < iou <= 1, f"detector.iou must be in (0, 1], got {iou!r}")
+        self.arch = arch  # architecture yaml, used by task=train_detector only
+        self.name, self.weights, self.imgsz, self.conf, self.iou = name, str(weights), imgsz, conf, iou
+        self.max_det, self.half = max_det, half
+        self.device = resolve_device(device)
+        self._model = None
+        path = Path(self.weights)
+        if not path.is_file():
+            raise WeightsError(f"detector.weights: no such file: {self.weights}")
+
+    @property
+    def model(self):
+        """The loaded network (loaded on first use, so configs instantiate cheaply)."""
+        if self._model is None:
+            from ultralytics import YOLO
+
+            try:
+                self._model = YOLO(self.weights, task="detect")
+                names = self._model.names
+            except Exception as e:  # ultralytics raises many kinds on a bad file
+                raise WeightsError(f"detector.weights: {self.weights} is not a YOLO checkpoint "
+                                   f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+            self._person = person_class(names, self.weights)
+        return self._model
+
+    def predict(self, crops: Sequence[np.ndarray]) -> list[Detections]:
+        """Person detections for each crop (BGR uint8), in that crop's pixel coordinates."""
+        if not crops:
+            return []
+        model = self.model
+        results = model.predict(list(crops), imgsz=self.imgsz, conf=self.conf, iou=self.iou,
+                                classes=[self._person], max_det=self.max_det, device=self.device,
+                                half=self.half, verbose=False)
+        out = []
+        for r in results:
+            b = r.boxes
+            out.append(Detections(b.xyxy.cpu().numpy(), b.conf.cpu().numpy()))
+        return out
+
+    def warmup(self) -> None:
+        self.predict([np.zeros((64, 64, 3), np.uint8)])

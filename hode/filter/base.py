@@ -1,0 +1,28 @@
+"""The one interface for all flow filters: count-matrix history in, keep mask out."""
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class FlowFilter(Protocol):
+    """Decides which tiles of the next frame are worth detecting.
+
+    ``history`` is ``(T, gh, gw)`` pedestrian counts per tile for the previous frames, oldest
+    first, most recent last (``T`` may be 0 at the start of a video). The result is a
+    ``(gh, gw)`` boolean keep mask. ``truth`` is the current frame's true counts, given only to
+    the oracle; real filters ignore it.
+    """
+
+    def __call__(self, history: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray: ...
+
+
+class KeepAll:
+    """``filter=none``: every tile is detected (the paper's plain parallel offloading)."""
+
+    name = "none"
+
+    def __call__(self, history: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
+        return np.ones(history.shape[1:], bool)

@@ -1,0 +1,85 @@
+"""Where a run writes: the Hydra run dir, ``results.json``, and a short summary table."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+# Keys whose values never leave the process (results.json, W&B config, logs).
+SECRET_KEY = re.compile(r"(token|secret|password|passphrase|api_key|apikey)", re.I)
+
+
+def run_dir() -> Path:
+    """The Hydra run dir of the current job (``hydra.run.dir=...``), or the cwd outside Hydra."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:
+        return Path.cwd()
+
+
+def redact(obj: Any) -> Any:
+    """A copy of a plain config tree with every secret-looking value replaced by ``***``."""
+    if isinstance(obj, dict):
+        return {k: ("***" if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def plain_config(cfg: DictConfig) -> dict:
+    return redact(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def write_results(cfg: DictConfig, results: dict, path: Path | None = None) -> dict:
+    """Write ``results.json`` (with the redacted config) into the run dir and return the dict."""
+    results = dict(results)
+    results["config"] = plain_config(cfg)
+    path = path or run_dir() / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_jsonable(results), indent=1))
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return results
+
+
+def summary_table(r: dict) -> str:
+    """A few lines a person reads at the end of a run."""
+    lines = [f"task={r.get('task')}  frames={r.get('frames')}  fps={_f(r.get('fps'))}"
+             f"  mAP50={_f(r.get('map50'))}  mAP50-95={_f(r.get('map50_95'))}"]
+    if "latency_ms" in r:
+        lat = r["latency_ms"]
+        lines.append(f"latency ms  p50={_f(lat['p50'])}  p95={_f(lat['p95'])}  p99={_f(lat['p99'])}")
+    if "tiles" in r:
+        t = r["tiles"]
+        lines.append(f"tiles  total={t['total']}  processed={t['processed']}  skipped={t['skipped']}")
+    if "overhead_ms" in r:
+        o = r["overhead_ms"]
+        lines.append("camera overhead ms/frame  " + "  ".join(f"{k}={_f(v, 2)}" for k, v in o.items()))
+    for n in r.get("nodes", []):
+        lines.append(f"  node {n['name']:<12} {n['model']:<8} items={n['items']:<6} busy_s={_f(n['busy_s'], 2)}")
+    return "\n".join(lines)
+
+
+def _f(v: Any, nd: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{nd}f}" if isinstance(v, float) else str(v)

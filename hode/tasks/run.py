@@ -1,0 +1,73 @@
+"""``task=run`` (the default): run the pipeline over a dataset and measure it."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from omegaconf import DictConfig
+
+from hode.config import build
+from hode.metrics import coco_map, mean_ms, percentiles_ms
+from hode.pipeline import FrameRecord, Pipeline, RunTrace
+from hode.results import plain_config, run_dir, summary_table, write_results
+
+log = logging.getLogger(__name__)
+
+
+def summarize(trace: RunTrace, stats: list[dict]) -> dict:
+    """The results.json keys every run shares (see the README's schema)."""
+    recs = trace.records
+    wall = max(trace.ended - trace.started, 1e-9)
+    gts = [r.gt for r in recs if r.gt is not None]
+    acc = coco_map(gts, [r.detections for r in recs if r.gt is not None]) if gts else {"map50": None, "map50_95": None}
+    total = sum(r.tiles_total for r in recs)
+    processed = sum(r.items for r in recs)
+    for s in stats:
+        s["utilization"] = s["busy_s"] / wall
+    return {
+        "frames": len(recs),
+        "fps": len(recs) / wall,
+        "duration_s": wall,
+        "latency_ms": percentiles_ms([r.latency_s for r in recs]),
+        **acc,
+        "gt": "dataset" if gts else None,
+        "tiles": {"total": total, "processed": processed, "skipped": max(total - processed, 0)},
+        "overhead_ms": {k: mean_ms(v) for k, v in trace.overhead_s.items()},
+        "nodes": stats,
+        "interrupted": trace.interrupted,
+    }
+
+
+def main(cfg: DictConfig) -> dict:
+    out = run_dir()
+    source = build(cfg.dataset)
+    tiler = build(cfg.tiling)
+    flow_filter = build(cfg.filter)
+    scheduler = build(cfg.scheduler)
+    topology = build(cfg.topology)
+    backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
+    logger = build(cfg.logger)
+    name = f"{cfg.scheduler.get('name', 'sched')}-{cfg.filter.get('name', 'filter')}-{topology.name}"
+    logger.start(plain_config(cfg), out, name=name, tags=[cfg.task.name, str(cfg.scheduler.get("name")),
+                                                          str(cfg.filter.get("name")), topology.name])
+
+    def on_frame(r: FrameRecord) -> None:
+        logger.log({"latency_ms": r.latency_s * 1000, "items": r.items, "detections": len(r.detections)}, step=r.index)
+
+    pipeline = Pipeline(tiler, flow_filter, scheduler, backend, history=cfg.runner.history,
+                        in_flight=cfg.runner.in_flight, progress=cfg.progress, on_frame=on_frame)
+    backend.start()
+    try:
+        trace = pipeline.run(source, total=len(source) if hasattr(source, "__len__") else None)
+    finally:
+        stats = backend.stats()
+        backend.close()
+    results = {"task": "run", **summarize(trace, stats)}
+    results = write_results(cfg, results)
+    logger.summary({k: v for k, v in results.items() if isinstance(v, (int, float)) and v is not None})
+    logger.finish()
+    print(summary_table(results))
+    print(f"results: {out / 'results.json'}")
+    if trace.interrupted:
+        raise KeyboardInterrupt
+    return results

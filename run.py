@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""The one entry point: ``python run.py [group=option ...] [key=value ...]`` (Hydra).
+
+Dispatches on ``cfg.task`` (run, train_detector, eval_detector, ...). A mistake the user can fix
+(bad config value, unknown option, missing or corrupt file) prints one ``error:`` line and exits 2.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from hode.config import CONF_DIR, options
+from hode.errors import HodeError
+
+EXIT_USER_ERROR = 2
+
+
+def _check_options(argv: list[str]) -> None:
+    """Refuse ``group=option`` overrides naming an option that does not exist, in one line."""
+    for arg in argv:
+        if "=" not in arg or arg.startswith(("hydra", "-")):
+            continue
+        key, value = arg.split("=", 1)
+        group = key.lstrip("+~")
+        if "." in group or "/" in group or not (CONF_DIR / group).is_dir():
+            continue
+        for choice in value.split(","):  # multirun: a,b,c
+            if choice and choice not in options(group):
+                print(f"error: unknown {group} option '{choice}' (available: {', '.join(options(group))})",
+                      file=sys.stderr)
+                sys.exit(EXIT_USER_ERROR)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from hydra.utils import get_method
+
+    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    try:
+        task = get_method(cfg.task._target_)  # the task's function; its settings live in cfg.task
+        task(cfg)
+    except HodeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted: results of the finished frames were written", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    _check_options(sys.argv[1:])
+    main()
