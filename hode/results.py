@@ -70,7 +70,7 @@ def summary_table(r: dict) -> str:
     if "latency_ms" in r:
         lat = r["latency_ms"]
         lines.append(f"latency ms  p50={_f(lat['p50'])}  p95={_f(lat['p95'])}  p99={_f(lat['p99'])}")
-    if "tiles" in r:
+    if isinstance(r.get("tiles"), dict):
         t = r["tiles"]
         lines.append(f"tiles  total={t['total']}  processed={t['processed']}  skipped={t['skipped']}")
     if "overhead_ms" in r:

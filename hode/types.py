@@ -110,6 +110,7 @@ class NodeState:
     speed: float = 1.0  # measured items per second (moving average)
     up: bool = True
     progress: float = 0.0  # fraction of the current frame's items this node has finished
+    true_speed: float | None = None  # the node's real current items/s: set only by the simulator (oracle)
 
 
 @dataclass

@@ -250,16 +250,26 @@ class SyntheticCrowd:
         return Detections(clipped[keep], np.ones(int(keep.sum()), np.float32), ids=ids[keep],
                           ignore=(visible < self.min_visible)[keep])
 
-    def __iter__(self) -> Iterator[Frame]:
-        rng = np.random.default_rng(self.seed + 7919)
+    def _selected(self) -> Iterator[tuple[int, _Layout, list[dict]]]:
+        """(output index, layout, people) of the frames ``start``/``every``/``frames`` select."""
         for t, layout, people in self._simulate():
             k, rem = divmod(t - self.start, self.every)
             if t < self.start or rem:
                 continue  # simulated but not rendered: cheap
             if k >= self.frames:
                 return
+            yield k, layout, people
+
+    def ground_truth(self) -> Iterator[tuple[int, Detections]]:
+        """``(index, gt)`` of the same frames as iterating, without rendering images (fast: the
+        flow filter trains on thousands of count matrices, not pixels)."""
+        for k, layout, people in self._selected():
+            yield k, self._ground_truth(people, self._place(layout, people))
+
+    def __iter__(self) -> Iterator[Frame]:
+        for k, layout, people in self._selected():
             rows = self._place(layout, people)
-            image = self._render(layout, people, rows, rng)
+            image = self._render(layout, people, rows, np.random.default_rng((self.seed, self.start + k * self.every)))  # noise of this frame alone
             yield Frame(k, image, self._ground_truth(people, rows))
 
 

@@ -70,13 +70,22 @@ class YoloDetector:
         if not crops:
             return []
         model = self.model
-        results = model.predict(list(crops), imgsz=self.imgsz, conf=self.conf, iou=self.iou,
-                                classes=[self._person], max_det=self.max_det, device=self.device,
-                                half=self.half, verbose=False)
-        out = []
-        for r in results:
-            b = r.boxes
-            out.append(Detections(b.xyxy.cpu().numpy(), b.conf.cpu().numpy()))
+        # Ultralytics letterboxes a batch of mixed shapes to a full square, but a batch of one shape
+        # (or a single crop) only to the stride: the same crop would get other detections depending
+        # on its batch mates (tens of boxes differ). Predicting each shape as its own batch gives
+        # every crop the letterbox it gets alone, so runners agree up to the float rounding of
+        # batched convolutions (which can still flip a marginal box); it is also faster on CPU.
+        groups: dict[tuple, list[int]] = {}
+        for k, c in enumerate(crops):
+            groups.setdefault(c.shape, []).append(k)
+        out: list[Detections | None] = [None] * len(crops)
+        for idx in groups.values():
+            results = model.predict([crops[k] for k in idx], imgsz=self.imgsz, conf=self.conf, iou=self.iou,
+                                    classes=[self._person], max_det=self.max_det, device=self.device,
+                                    half=self.half, verbose=False)
+            for k, r in zip(idx, results):
+                b = r.boxes
+                out[k] = Detections(b.xyxy.cpu().numpy(), b.conf.cpu().numpy())
         return out
 
     def warmup(self) -> None:

@@ -24,5 +24,8 @@ class KeepAll:
 
     name = "none"
 
+    def __init__(self, name: str = "none") -> None:
+        self.name = name
+
     def __call__(self, history: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
         return np.ones(history.shape[1:], bool)

@@ -41,6 +41,8 @@ def summarize(trace: RunTrace, stats: list[dict]) -> dict:
 def main(cfg: DictConfig) -> dict:
     out = run_dir()
     source = build(cfg.dataset)
+    if hasattr(source, "prepare"):  # one-time work outside the timed loop (e.g. golden labels)
+        source.prepare()
     tiler = build(cfg.tiling)
     flow_filter = build(cfg.filter)
     scheduler = build(cfg.scheduler)
@@ -63,6 +65,12 @@ def main(cfg: DictConfig) -> dict:
         stats = backend.stats()
         backend.close()
     results = {"task": "run", **summarize(trace, stats)}
+    if hasattr(backend, "describe"):  # how the times were made (e.g. live: emulated, time_scale)
+        results["runner"] = backend.describe()
+    if results["gt"]:  # a source whose truth is not human labels says what it is (e.g. "golden")
+        results["gt"] = getattr(source, "gt_kind", None) or "dataset"
+    if hasattr(source, "skipped"):  # unreadable/truncated input the source skipped, one line each
+        results["skipped_input"] = [f"{k}: {v}" for k, v in dict(source.skipped).items()]
     results = write_results(cfg, results)
     logger.summary({k: v for k, v in results.items() if isinstance(v, (int, float)) and v is not None})
     logger.finish()

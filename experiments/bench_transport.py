@@ -1,0 +1,150 @@
+#!/usr/bin/env python
+"""Transport on loopback: per-tile RPC overhead, and parallel throughput against standalone rates.
+
+Real worker processes (``runner=live``'s LiveBackend, real yolov5n on real 704x608 tiles of a
+synthetic crowd frame, JPEG by default), all paced to one benchmark device profile with no noise,
+so a tile's service time is known and everything else is transport:
+
+  overhead     sequential single-tile Detect calls on an idle worker; per call
+               round trip - service time (the issue's definition: includes the worker's decode and
+               hand-off) and round trip - time inside the worker (wire and gRPC only); medians.
+  standalone   each worker alone, ``--tiles`` tiles queued at once through the backend: its rate.
+  all busy     ``--tiles`` tiles on every worker at once: the aggregate rate, divided by the sum of
+               the standalone rates (1.0 = the harness keeps every worker as busy as alone).
+
+Overruns (real inference slower than the paced time; the emulation could not keep up) are counted
+per phase: with overruns the "all busy" ratio measures this machine's CPU, not the transport.
+
+    python experiments/bench_transport.py                       # 5 workers, JPEG q90
+    python experiments/bench_transport.py --nodes 2 --encoding raw --tiles 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from hode.cluster.live import LiveBackend
+from hode.cluster.topology import Topology
+from hode.config import ROOT
+from hode.edge.client import outcomes, server_time_s
+from hode.types import WorkItem
+
+
+def tile_image() -> np.ndarray:
+    from hode.data.synthetic import SyntheticCrowd
+
+    frame = next(iter(SyntheticCrowd(width=1024, height=768, frames=1, seed=5)))
+    return np.ascontiguousarray(frame.image[100:708, 200:904])  # 608 x 704: a padded 512 tile
+
+
+def run_items(backend: LiveBackend, frame_id: int, per_node: dict[int, int], image: np.ndarray) -> float:
+    """Queue ``per_node[i]`` tiles on node i at once; seconds until the last one is back."""
+    items, assignment = [], []
+    for node, n in per_node.items():
+        for _ in range(n):
+            items.append(WorkItem(frame_id, len(items), (0, 0, image.shape[1], image.shape[0]), image))
+            assignment.append(node)
+    t0 = time.perf_counter()
+    backend.submit(frame_id, items, assignment)
+    got = 0
+    while got < len(items):
+        got += len(backend.poll(timeout=5.0))
+    return time.perf_counter() - t0
+
+
+def overheads(backend: LiveBackend, image: np.ndarray, pings: int) -> dict:
+    """Sequential single-tile calls straight through each node's client (no queueing anywhere)."""
+    vs_service, vs_server, encode = [], [], []
+    for link in backend._links:
+        for k in range(pings + 1):
+            t0 = time.perf_counter()
+            req = link.client.request(10_000 + k, [(0, image)], backend.time_scale)
+            encode.append(time.perf_counter() - t0)
+            reply, sent, received = link.client.detect(req, timeout=120)
+            if k == 0:
+                continue  # the first call of a channel pays for connection set-up
+            rtt = received - sent
+            service = outcomes(reply, received)[0].service_s
+            vs_service.append(rtt - service)
+            vs_server.append(rtt - server_time_s(reply))
+    ms = lambda a: float(np.median(a) * 1000)  # noqa: E731
+    return {"rtt_minus_service_ms_p50": ms(vs_service), "rtt_minus_worker_time_ms_p50": ms(vs_server),
+            "rtt_minus_service_ms_p90": float(np.percentile(vs_service, 90) * 1000), "encode_ms_p50": ms(encode),
+            "calls": len(vs_service), "payload_bytes": len(req.tiles[0].data)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=5)
+    ap.add_argument("--tiles", type=int, default=16, help="tiles per worker in the throughput phases")
+    ap.add_argument("--pings", type=int, default=8, help="sequential calls per worker for the overhead")
+    ap.add_argument("--tile-ms", type=float, default=20.0, help="emulated device time of one tile")
+    ap.add_argument("--time-scale", default="auto", help="wall s per device s, or auto")
+    ap.add_argument("--encoding", default="jpeg", choices=["jpeg", "png", "raw"])
+    ap.add_argument("--quality", type=int, default=90)
+    ap.add_argument("--out", default=None, help="results dir (default outputs/bench_transport/<time>)")
+    args = ap.parse_args()
+
+    out = Path(args.out) if args.out else ROOT / "outputs" / "bench_transport" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    out.mkdir(parents=True, exist_ok=True)
+    profiles = Path(tempfile.mkdtemp(prefix="bench-profiles-"))
+    (profiles / "bench.yaml").write_text(
+        "name: bench\nsource: benchmark constant\nmodels:\n"
+        f"  yolov5n: {{tile_ms: {args.tile_ms}, frame4k_ms: {args.tile_ms * 20}, noise: 0.0}}\n")
+    topo = Topology([{"name": f"w{i}", "model": "yolov5n", "device": "bench"} for i in range(args.nodes)], "bench")
+    scale = args.time_scale if args.time_scale == "auto" else float(args.time_scale)
+    backend = LiveBackend(topo, emulate=True, time_scale=scale, encoding=args.encoding, jpeg_quality=args.quality,
+                          profiles_dir=str(profiles), log_dir=str(out / "workers"))
+    image = tile_image()
+    t_start = time.perf_counter()
+    backend.start()
+    print(f"{args.nodes} workers up in {time.perf_counter() - t_start:.1f} s; time_scale={backend.time_scale} "
+          f"-> paced tile {args.tile_ms * backend.time_scale:.0f} ms wall", flush=True)
+    try:
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        over = overheads(backend, image, args.pings)
+        ov0 = sum(s["overruns"] for s in backend.stats())
+        standalone = []
+        for i in range(args.nodes):
+            standalone.append(args.tiles / run_items(backend, 100 + i, {i: args.tiles}, image))
+        ov1 = sum(s["overruns"] for s in backend.stats())
+        busy_s = run_items(backend, 200, {i: args.tiles for i in range(args.nodes)}, image)
+        ov2 = sum(s["overruns"] for s in backend.stats())
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        backend.close()
+    aggregate = args.nodes * args.tiles / busy_s
+    ideal = 1.0 / (args.tile_ms * backend.time_scale / 1000)
+    results = {
+        "bench": "transport", "nodes": args.nodes, "tiles_per_node": args.tiles, "encoding": args.encoding,
+        "jpeg_quality": args.quality if args.encoding == "jpeg" else None, "tile": list(image.shape),
+        "time_scale": backend.time_scale, "paced_tile_ms": args.tile_ms * backend.time_scale,
+        "overhead": over,
+        "standalone_tiles_per_s": standalone, "standalone_vs_paced_ideal": [r / ideal for r in standalone],
+        "all_busy_tiles_per_s": aggregate, "all_busy_over_sum_standalone": aggregate / sum(standalone),
+        "overruns": {"standalone": ov1 - ov0, "all_busy": ov2 - ov1},
+        "camera_cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    print(f"per-tile RPC overhead (median of {over['calls']} calls, {args.encoding}, {over['payload_bytes']} B):")
+    print(f"  round trip - service time      {over['rtt_minus_service_ms_p50']:7.2f} ms   (target <= 2 ms; "
+          f"ratio to target {over['rtt_minus_service_ms_p50'] / 2.0:.2f})")
+    print(f"  round trip - time in worker    {over['rtt_minus_worker_time_ms_p50']:7.2f} ms")
+    print(f"  camera-side encode             {over['encode_ms_p50']:7.2f} ms (not in the round trip)")
+    print(f"throughput, {args.tiles} tiles per worker, paced tile {results['paced_tile_ms']:.0f} ms:")
+    print(f"  sum of standalone rates        {sum(standalone):7.2f} tiles/s  ({', '.join(f'{r:.2f}' for r in standalone)})")
+    print(f"  all {args.nodes} busy at once            {aggregate:7.2f} tiles/s")
+    print(f"  all busy / sum standalone      {results['all_busy_over_sum_standalone']:7.3f}   (target >= 0.90)")
+    print(f"  overruns standalone/all busy   {ov1 - ov0}/{ov2 - ov1}")
+    print(f"results: {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Detection cache: real detector outputs stored on disk, replayed by the simulator.
+
+One entry per (frame index, item window); one compressed ``.npz`` file per (dataset identity, model,
+weights file hash, detector settings), so a retrained checkpoint or a changed threshold never
+replays stale boxes: it simply names another file. Misses are computed with the real detector
+(:func:`hode.detect.factory.make_detector`) on the item's crop and added to the file.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from hode.detect.factory import detector_config, make_detector
+from hode.errors import WeightsError
+from hode.types import Detections
+
+log = logging.getLogger(__name__)
+
+Window = tuple[int, int, int, int]
+# Detector settings that change its output (device and half do not, up to float noise).
+SETTING_KEYS = ("_target_", "imgsz", "conf", "iou", "max_det")
+# Dataset keys that only choose how many frames are read, not what frame k looks like.
+COUNT_KEYS = ("frames", "max_frames", "limit")
+
+_hash_memo: dict[tuple[str, int, int], str] = {}
+
+
+def _short_hash(obj: Any, n: int = 10) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def weights_hash(path: str | Path) -> str:
+    """sha256 of a weights file's bytes (memoised on path, size and mtime)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        raise WeightsError(f"detector.weights: no such file: {p}") from None
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _hash_memo:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _hash_memo[key] = h.hexdigest()
+    return _hash_memo[key]
+
+
+def dataset_identity(dataset: dict | str | None) -> str:
+    """A short stable name for what a dataset config renders: its ``_target_`` and every setting
+    except the frame count (frame ``k`` of a source does not depend on how many are read)."""
+    if dataset is None:
+        return "unknown"
+    if isinstance(dataset, str):
+        return dataset
+    d = {k: v for k, v in dict(dataset).items() if k not in COUNT_KEYS}
+    kind = str(d.get("_target_", "dataset")).rsplit(".", 1)[-1].lower()
+    return f"{kind}-{_short_hash(d)}"
+
+
+class DetectionStore:
+    """The entries of one cache file, in memory; :meth:`save` merges them into the file."""
+
+    def __init__(self, path: Path, meta: dict) -> None:
+        self.path, self.meta = path, meta
+        self.entries: dict[tuple[int, Window], Detections] = {}
+        self._dirty = False
+        self.entries.update(self._read())
+
+    def _read(self) -> dict[tuple[int, Window], Detections]:
+        if not self.path.is_file():
+            return {}
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                frames, windows, offsets = z["frames"], z["windows"], z["offsets"]
+                boxes, scores = z["boxes"], z["scores"]
+        except Exception as e:  # a cache is rebuildable: warn and start over rather than stop the run
+            log.warning("detection cache %s is unreadable (%s); recomputing it", self.path, type(e).__name__)
+            return {}
+        out = {}
+        for k in range(len(frames)):
+            a, b = offsets[k], offsets[k + 1]
+            out[(int(frames[k]), tuple(int(x) for x in windows[k]))] = Detections(boxes[a:b], scores[a:b])
+        return out
+
+    def get(self, frame: int, window: Window) -> Detections | None:
+        return self.entries.get((frame, window))
+
+    def put(self, frame: int, window: Window, det: Detections) -> None:
+        self.entries[(frame, window)] = Detections(det.boxes, det.scores)
+        self._dirty = True
+
+    def save(self) -> None:
+        """Write atomically, under a lock, after merging what other processes added meanwhile."""
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            merged = self._read()
+            merged.update(self.entries)
+            keys = sorted(merged)
+            dets = [merged[k] for k in keys]
+            offsets = np.zeros(len(keys) + 1, np.int64)
+            offsets[1:] = np.cumsum([len(d) for d in dets])
+            tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                np.savez_compressed(
+                    f, frames=np.array([k[0] for k in keys], np.int64).reshape(-1),
+                    windows=np.array([k[1] for k in keys], np.int32).reshape(-1, 4), offsets=offsets,
+                    boxes=np.concatenate([d.boxes for d in dets]) if dets else np.zeros((0, 4), np.float32),
+                    scores=np.concatenate([d.scores for d in dets]) if dets else np.zeros((0,), np.float32),
+                    meta=np.array(json.dumps(self.meta)))
+            tmp.replace(self.path)
+            self.entries = merged
+        self._dirty = False
+
+
+class DetectionCache:
+    """Cached detections of every model a run uses, for one dataset."""
+
+    def __init__(self, root: str | Path, dataset: dict | str | None, detector: Any = None) -> None:
+        self.root, self.dataset_id = Path(root), dataset_identity(dataset)
+        self._detector_cfg = detector
+        self._stores: dict[str, DetectionStore] = {}
+        self._detectors: dict[str, Any] = {}
+        self.hits = self.misses = 0
+
+    def store(self, model: str) -> DetectionStore:
+        """The store of ``model``, keyed by its weights' hash and output-changing settings."""
+        if model not in self._stores:
+            cfg = detector_config(model, self._detector_cfg)
+            whash = weights_hash(cfg["weights"])
+            settings = {k: cfg.get(k) for k in SETTING_KEYS}
+            name = f"{self.dataset_id}__{model}__{whash[:12]}__{_short_hash(settings, 8)}.npz"
+            meta = {"dataset": self.dataset_id, "model": model, "weights": str(cfg["weights"]),
+                    "weights_sha256": whash, "settings": settings}
+            self._stores[model] = DetectionStore(self.root / name, meta)
+        return self._stores[model]
+
+    def detections(self, model: str, keys: Sequence[tuple[int, Window]],
+                   crops: Sequence[np.ndarray | None] | None = None) -> list[Detections]:
+        """Detections of ``model`` for each ``(frame, window)``; misses run the real detector on the
+        matching crop (``crops[i]`` for ``keys[i]``; only misses need pixels)."""
+        st = self.store(model)
+        out = [st.entries.get(k) for k in keys]
+        miss = [i for i, d in enumerate(out) if d is None]
+        self.hits += len(out) - len(miss)
+        if miss:
+            self.misses += len(miss)
+            if crops is None or any(crops[i] is None for i in miss):
+                from hode.errors import DataError
+
+                raise DataError(f"detection cache {st.path.name} lacks {len(miss)} item(s) "
+                                f"(first: frame {keys[miss[0]][0]}, window {keys[miss[0]][1]}) and no pixels were given")
+            # One crop per call: batched convolutions round differently from single ones, which
+            # flips marginal boxes; batch-1 results are what a live worker computes for one tile.
+            det = self._detector(model)
+            dets = [det.predict([crops[i]])[0] for i in miss]
+            for i, d in zip(miss, dets):
+                st.put(keys[i][0], keys[i][1], d)
+                out[i] = st.entries[keys[i]]
+        return out
+
+    def stores(self) -> list[DetectionStore]:
+        return list(self._stores.values())
+
+    def _detector(self, model: str):
+        if model not in self._detectors:
+            self._detectors[model] = make_detector(model, self._detector_cfg)
+        return self._detectors[model]
+
+    def save(self) -> None:
+        for st in self._stores.values():
+            st.save()

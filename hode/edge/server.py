@@ -1,0 +1,245 @@
+"""The edge worker's gRPC server: Detect, Status and the standard gRPC health service.
+
+Started by ``python run.py task=serve ...`` (a person, or the remote launcher) or by the live runner
+as ``python -m hode.edge.server --spec SPEC.json`` (one process per topology node). Health reports
+NOT_SERVING until the detector is loaded and warmed up, then SERVING.
+
+A spawned worker watches its parent: when the parent process goes away (killed, crashed) the
+worker exits within half a second, so a dead camera never leaves workers behind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from hode.edge import worker_pb2 as pb
+from hode.edge import worker_pb2_grpc as pb_grpc
+from hode.edge.codec import MAX_SIDE, PayloadError, decode_tile
+from hode.edge.device import DeviceLoop, TileJob
+from hode.cluster.profiles import profile_from_dict
+from hode.edge.pacing import Pacer, read_profile
+from hode.errors import HodeError, check
+
+log = logging.getLogger("hode.edge.server")
+SERVICE = "hode.edge.EdgeWorker"
+
+
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def channel_options(max_message_mb: int) -> list[tuple[str, int]]:
+    """Message limits set explicitly on both sides (gRPC's default receive limit is 4 MB)."""
+    n = int(max_message_mb) * 1024 * 1024
+    return [("grpc.max_send_message_length", n), ("grpc.max_receive_message_length", n)]
+
+
+@dataclass
+class WorkerSpec:
+    """Everything one worker needs; the live runner writes it as JSON for the process it spawns."""
+
+    node: str
+    detector: dict  # a detector option (with _target_), the run's shared settings already applied
+    device_kind: str = "cpu"
+    emulate: bool = False  # pace tiles to the device profile of device_kind
+    profile: dict | None = None  # profile content; None: read conf/device/<device_kind>.yaml
+    profiles_dir: str | None = None
+    time_scale: float = 1.0  # default when a request carries none
+    load_trace: list = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = 0  # 0: any free port, reported through port_file
+    port_file: str | None = None
+    parent_pid: int | None = None  # exit when this process is no longer our parent
+    max_message_mb: int = 64
+    max_side: int = MAX_SIDE
+    max_tiles: int = 512  # per request
+    torch_threads: int = 0  # 0: torch's default
+    rpc_threads: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.node, str) and self.node, "worker node name must be a non-empty string")
+        check(isinstance(self.port, int) and 0 <= self.port < 65536, f"worker port must be in [0, 65535], got {self.port!r}")
+        check(isinstance(self.max_message_mb, int) and self.max_message_mb > 0,
+              f"max_message_mb must be a positive integer, got {self.max_message_mb!r}")
+        check(isinstance(self.time_scale, (int, float)) and self.time_scale > 0,
+              f"time_scale must be a number > 0, got {self.time_scale!r}")
+
+    def pacer(self) -> Pacer:
+        from hode.cluster.profiles import LoadTrace
+
+        profile = None
+        if self.emulate:
+            content = self.profile if self.profile is not None else read_profile(self.device_kind, self.profiles_dir)
+            profile = profile_from_dict(content, f"device profile '{self.device_kind}'")
+        model = str(self.detector.get("name", "?"))
+        return Pacer(self.node, model, profile, LoadTrace(list(self.load_trace)), float(self.time_scale), self.seed)
+
+
+class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
+    def __init__(self, spec: WorkerSpec, loop: DeviceLoop, device: str) -> None:
+        self.spec, self.loop, self.device = spec, loop, device
+        self.ready = False
+
+    def Detect(self, request: pb.DetectRequest, context: grpc.ServicerContext) -> pb.DetectReply:
+        received = time.perf_counter()
+        n = len(request.tiles)
+        if n > self.spec.max_tiles:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{n} tiles in one request, the limit is {self.spec.max_tiles}")
+        scale = request.time_scale
+        if not math.isfinite(scale) or scale < 0:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"time_scale must be >= 0, got {scale}")
+        ids = [t.item_id for t in request.tiles]
+        if len(set(ids)) != len(ids):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "item_id values repeat within the request")
+        try:  # decode everything first: a bad tile fails the request before any tile is queued
+            images = [decode_tile(t, self.spec.max_side) for t in request.tiles]
+        except PayloadError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        jobs = [TileJob(request.frame_id, t.item_id, img, scale) for t, img in zip(request.tiles, images)]
+
+        def cancel() -> None:  # runs when the RPC ends; only unstarted tiles are skipped
+            for j in jobs:
+                j.cancelled = True
+
+        context.add_callback(cancel)
+        self.loop.put(jobs)
+        for j in jobs:
+            while not j.done.wait(0.5):
+                if not context.is_active():
+                    return pb.DetectReply()
+        failed = [j for j in jobs if j.error]
+        if failed:
+            context.abort(grpc.StatusCode.INTERNAL, f"detector failed on tile {failed[0].item_id}: {failed[0].error}")
+        results = [pb.TileResult(item_id=j.item_id, boxes=j.detections.boxes.reshape(-1).tolist(),
+                                 scores=j.detections.scores.tolist(), service_s=j.service_s, compute_s=j.compute_s,
+                                 started=j.started, finished=j.finished, overrun=j.overrun) for j in jobs]
+        return pb.DetectReply(results=results, received=received, sent=time.perf_counter(),
+                              queue=self.loop.queue_len, speed=self.loop.speed)
+
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:
+        loop, pacer = self.loop, self.loop.pacer
+        return pb.StatusReply(node=self.spec.node, model=pacer.model, device=self.device,
+                              device_kind=self.spec.device_kind if pacer.emulated else "", emulated=pacer.emulated,
+                              time_scale=loop.last_scale if pacer.emulated else 1.0, queue=loop.queue_len,
+                              speed=loop.speed, processed=loop.processed, busy_s=loop.busy_s, overruns=loop.overruns,
+                              compute_tile_ms=loop.compute_tile_ms, profile_tile_ms=pacer.profile_tile_s() * 1000,
+                              pid=os.getpid(), ready=self.ready)
+
+
+def watch_parent(parent_pid: int, interval_s: float = 0.5) -> None:
+    """Exit the process as soon as ``parent_pid`` is no longer its parent (the parent died)."""
+
+    def run() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                log.warning("parent process %d is gone: exiting", parent_pid)
+                logging.shutdown()
+                os._exit(3)
+            time.sleep(interval_s)
+
+    if os.getppid() != parent_pid:  # died before we even got here
+        os._exit(3)
+    threading.Thread(target=run, name="parent-watch", daemon=True).start()
+
+
+def serve(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
+    """Run one worker until SIGTERM/SIGINT, ``stop`` being set, or the parent's death."""
+    if spec.parent_pid:
+        watch_parent(spec.parent_pid)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    from hode.config import build
+
+    pacer = spec.pacer()  # a missing profile or model fails here, before anything listens
+    detector = build(spec.detector)  # checks its settings before torch is even imported
+    if spec.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(spec.torch_threads)
+    loop = DeviceLoop(detector, pacer)
+    servicer = EdgeWorkerServicer(spec, loop, getattr(detector, "device", "?"))
+    health_servicer = health.HealthServicer()
+    for name in ("", SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=spec.rpc_threads, thread_name_prefix="rpc"),
+                         options=channel_options(spec.max_message_mb))
+    pb_grpc.add_EdgeWorkerServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    where = address(spec.host, spec.port)
+    try:
+        port = server.add_insecure_port(where)
+    except RuntimeError as e:
+        raise HodeError(f"worker '{spec.node}': cannot listen on {where} ({e})") from None
+    if not port:
+        raise HodeError(f"worker '{spec.node}': cannot listen on {where}")
+    server.start()
+    if spec.port_file:  # atomic: the parent never reads half a number
+        tmp = Path(spec.port_file + ".tmp")
+        tmp.write_text(str(port))
+        tmp.replace(spec.port_file)
+    log.info("worker '%s' (%s) listening on %s, loading the detector", spec.node, pacer.model, address(spec.host, port))
+    ms = loop.calibrate()
+    loop.start()
+    servicer.ready = True
+    for name in ("", SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("worker '%s' ready: %s on %s, real tile %.1f ms, %s", spec.node, pacer.model, servicer.device, ms,
+             f"emulating {spec.device_kind} ({pacer.profile_tile_s() * 1000:.1f} ms/tile x scale)" if pacer.emulated
+             else "not emulated")
+    print(f"serving {spec.node} ({pacer.model}) on {address(spec.host, port)}", flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        health_servicer.enter_graceful_shutdown()
+        server.stop(grace=1.0).wait(2.0)
+        loop.stop()
+        log.info("worker '%s' stopped after %d tiles", spec.node, loop.processed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="one HODE edge worker (the live runner starts these)")
+    parser.add_argument("--spec", required=True, help="JSON file with the WorkerSpec fields")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    try:
+        spec = WorkerSpec(**json.loads(Path(args.spec).read_text()))
+        serve(spec)
+    except (HodeError, TypeError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    exit_now(0)
+
+
+def exit_now(code: int) -> None:
+    """Leave at once after a clean stop: gRPC's and torch's native teardown at interpreter exit can
+    hang for seconds (seen here), and a stopped worker has nothing left to clean up."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def spec_json(spec: WorkerSpec) -> str:
+    return json.dumps(asdict(spec))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Choosing the keep threshold on validation data for a target recall of occupied tiles."""
+from __future__ import annotations
+
+import numpy as np
+
+from hode.filter.evaluate import evaluate
+from hode.filter.tracks import TrackSequence
+from hode.tiling import Tiler
+
+
+def threshold_for_recall(probs: np.ndarray, target: np.ndarray, recall: float) -> float:
+    """The largest threshold ``t`` with recall(``probs >= t``) >= ``recall`` on these samples."""
+    pos = np.sort(np.asarray(probs, np.float64)[np.asarray(target) > 0])
+    if not len(pos):
+        return 0.5
+    k = int(np.floor((1.0 - recall) * len(pos)))  # positives we may lose
+    return float(np.clip(pos[min(k, len(pos) - 1)], 1e-6, 1 - 1e-6))
+
+
+def scores_at(probs: np.ndarray, target: np.ndarray, threshold: float) -> dict:
+    keep, truth = np.asarray(probs) >= threshold, np.asarray(target) > 0
+    tp, fp, fn = (keep & truth).sum(), (keep & ~truth).sum(), (~keep & truth).sum()
+    precision = tp / (tp + fp) if tp + fp else 1.0
+    recall = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"recall": float(recall), "precision": float(precision), "f1": float(f1),
+            "skipped": float(1 - keep.mean()), "accuracy": float((keep == truth).mean())}
+
+
+def closed_loop_threshold(make_filter, seqs: list[TrackSequence], tiler: Tiler, recall: float,
+                          lo: float = 1e-4, hi: float = 0.9, steps: int = 14) -> tuple[float, dict]:
+    """The largest threshold whose *closed-loop* recall on ``seqs`` reaches ``recall``.
+
+    ``make_filter(threshold)`` builds the filter. The closed loop is not monotone in the threshold
+    (a skip changes later histories), so this is a bisection in logit space that keeps the best
+    threshold seen to satisfy the target; returns it with its closed-loop scores.
+    """
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    sig = lambda z: float(1 / (1 + np.exp(-z)))  # noqa: E731
+    a, b = logit(lo), logit(hi)
+    best_t, best = lo, evaluate(make_filter(lo), seqs, tiler, closed=True)
+    if best["recall"] < recall:
+        return lo, best  # even the most cautious threshold misses: report it as is
+    for _ in range(steps):
+        mid = (a + b) / 2
+        r = evaluate(make_filter(sig(mid)), seqs, tiler, closed=True)
+        if r["recall"] >= recall:
+            a = mid
+            if sig(mid) > best_t:
+                best_t, best = sig(mid), r
+        else:
+            b = mid
+    return best_t, best

@@ -1,0 +1,388 @@
+"""``scheduler=dqn``: HODE's accuracy-aware DQN-based load-balanced scheduler (paper Algorithm 1).
+
+One module, top to bottom, in the manner of CleanRL's dqn.py:
+
+1. ``features``      the state s_t = (q_i, v_i) per node (eq. 1), made scale-free, plus the tile count
+2. ``QNetwork``      a small MLP: state -> one Q-value per action
+3. ``ReplayBuffer``  experience replay memory (Algorithm 1, line 9)
+4. ``DQNAgent``      epsilon-greedy acting with down nodes masked, learning from replayed
+                     experience against a target network every ``learn_every`` steps (lines 10-12),
+                     a numpy copy of the network for sub-millisecond decisions, checkpoints
+5. ``DQNScheduler``  the ``Scheduler``: action -> shares -> tile counts (largest remainder) ->
+                     accuracy-aware dispatch; optional online learning during live runs
+6. ``train``         the offline training loop over the Gymnasium env (hode/schedule/env.py)
+
+The action a_t is the vector of shares per node on the 0.1 simplex (eqs. 2-4, see shares.py); the
+reward is eqs. 5-7 (reward.py).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from hode.errors import WeightsError, check
+from hode.schedule.base import Scheduler, up_nodes
+from hode.schedule.dispatch import get_dispatch
+from hode.schedule.reward import reward
+from hode.schedule.shares import largest_remainder, simplex_actions
+from hode.types import NodeState, WorkItem
+
+log = logging.getLogger(__name__)
+
+CKPT_FORMAT = "hode-dqn-scheduler"
+CKPT_VERSION = 1
+ARCHITECTURE = ("step", "hidden", "n_ref", "action_embedding")  # fixed by a checkpoint, not by the config
+QUEUE_CLIP = 8.0  # queue features are in units of this frame's tiles; beyond 8 frames' worth is "a lot"
+TIME_CLIP = 5.0  # seconds; an unmeasured cluster (speed 1 item/s everywhere) reads as this
+
+
+# ----- 1. state ----------------------------------------------------------------------------------
+
+def features(nodes: Sequence[NodeState], n_items: int, n_ref: float) -> np.ndarray:
+    """The DQN's input for one decision, ``(2M + 2,)`` float32.
+
+    Per node the paper's (q_i, v_i), made independent of the cluster's absolute speed and of the
+    frame's size so one network serves every load level: q_i / n (queue in units of this frame's
+    tiles) and v_i / sum(v) (share of the total speed). Then two scalars: n / n_ref, the number of
+    tiles to place (the paper feeds it to the DQN too, Fig. 7), and n / sum(v), the seconds the
+    whole cluster needs for them, which sets the scale of the reward's finish-time variance.
+    Down nodes read as zero speed and queue.
+    """
+    up = np.array([n.up for n in nodes], bool)
+    v = np.array([max(n.speed, 0.0) for n in nodes], np.float32) * up
+    q = np.array([n.queue for n in nodes], np.float32) * up
+    total = float(v.sum())
+    v = v / total if total > 0 else up / max(up.sum(), 1)
+    q = np.minimum(q / max(n_items, 1), QUEUE_CLIP)
+    frame_s = min(n_items / total, TIME_CLIP) if total > 0 else TIME_CLIP
+    return np.concatenate([q, v, [n_items / n_ref, frame_s]]).astype(np.float32)
+
+
+def up_vector(nodes: Sequence[NodeState]) -> np.ndarray:
+    return np.array([n.up for n in nodes], bool)
+
+
+def action_mask(actions: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Actions that give no share to a down node, ``(..., A)`` bool for ``up`` of shape ``(..., M)``."""
+    down = (~np.asarray(up, bool)).astype(np.float32)
+    return down @ actions.T == 0
+
+
+# ----- 2. network --------------------------------------------------------------------------------
+
+class QNetwork(nn.Module):
+    """State -> one Q-value per action of the share simplex.
+
+    ``action_embedding=True`` (the default): the output layer's row for each action is computed
+    from that action's share vector by a small MLP, ``Q(s, a) = body(s) . g(shares_a) + b(shares_a)``.
+    It is still one Q-value per discrete action, but neighbouring share vectors share what they
+    learn, where a plain output layer must learn each of the 1001 actions from its own samples.
+    At decision time the rows are computed once, so acting costs the same as a plain layer.
+    """
+
+    def __init__(self, obs_dim: int, actions: np.ndarray, hidden: int = 64, action_embedding: bool = True) -> None:
+        super().__init__()
+        self.action_embedding = action_embedding
+        self.body = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        if action_embedding:
+            self.register_buffer("shares", torch.as_tensor(actions, dtype=torch.float32))
+            self.embed = nn.Sequential(nn.Linear(actions.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, hidden + 1))
+        else:
+            self.head = nn.Linear(hidden, len(actions))
+
+    def output_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weight (A, hidden), bias (A,))`` of the last layer."""
+        if not self.action_embedding:
+            return self.head.weight, self.head.bias
+        e = self.embed(self.shares)
+        return e[:, :-1], e[:, -1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.output_layer()
+        return self.body(x) @ w.T + b
+
+
+# ----- 3. replay memory --------------------------------------------------------------------------
+
+class ReplayBuffer:
+    """A fixed-size ring of (s, a, r, s', up', done) transitions, sampled uniformly."""
+
+    def __init__(self, size: int, obs_dim: int, nodes: int, seed: int = 0) -> None:
+        self.size, self.pos, self.full = size, 0, False
+        self.obs = np.zeros((size, obs_dim), np.float32)
+        self.next_obs = np.zeros((size, obs_dim), np.float32)
+        self.actions = np.zeros(size, np.int64)
+        self.rewards = np.zeros(size, np.float32)
+        self.next_up = np.zeros((size, nodes), bool)
+        self.dones = np.zeros(size, np.float32)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.size if self.full else self.pos
+
+    def add(self, obs, action: int, rew: float, next_obs, next_up, done: bool) -> None:
+        i = self.pos
+        self.obs[i], self.actions[i], self.rewards[i] = obs, action, rew
+        self.next_obs[i], self.next_up[i], self.dones[i] = next_obs, next_up, float(done)
+        self.pos = (i + 1) % self.size
+        self.full = self.full or self.pos == 0
+
+    def sample(self, batch: int):
+        idx = self.rng.integers(0, len(self), batch)
+        return (torch.from_numpy(self.obs[idx]), torch.from_numpy(self.actions[idx]),
+                torch.from_numpy(self.rewards[idx]), torch.from_numpy(self.next_obs[idx]),
+                self.next_up[idx], torch.from_numpy(self.dones[idx]))
+
+
+# ----- 4. agent ----------------------------------------------------------------------------------
+
+class DQNAgent:
+    """Q-network, target network, replay memory and the numpy copy used to act."""
+
+    def __init__(self, nodes: int, step: float = 0.1, hidden: int = 64, lr: float = 1e-3, gamma: float = 0.5,
+                 buffer_size: int = 50_000, batch_size: int = 64, learn_every: int = 4,
+                 target_every: int = 250, n_ref: float = 40.0, action_embedding: bool = True, seed: int = 0) -> None:
+        check(isinstance(nodes, int) and nodes >= 1, f"the DQN needs at least one node, got {nodes!r}")
+        check(isinstance(hidden, int) and hidden > 0, f"scheduler.hidden must be a positive integer, got {hidden!r}")
+        check(0 <= gamma < 1, f"scheduler.gamma must be in [0, 1), got {gamma!r}")
+        check(isinstance(learn_every, int) and learn_every >= 1, f"scheduler.learn_every (I) must be >= 1, got {learn_every!r}")
+        check(n_ref > 0, f"scheduler.n_ref must be > 0, got {n_ref!r}")
+        self.nodes, self.step, self.hidden, self.n_ref = nodes, step, hidden, float(n_ref)
+        self.action_embedding = bool(action_embedding)
+        self.gamma, self.batch_size, self.learn_every, self.target_every = gamma, batch_size, learn_every, target_every
+        self.actions = simplex_actions(nodes, step)
+        self.obs_dim = 2 * nodes + 2
+        torch.manual_seed(seed)
+        self.rng = random.Random(seed)
+        self.q = QNetwork(self.obs_dim, self.actions, hidden, self.action_embedding)
+        self.target = QNetwork(self.obs_dim, self.actions, hidden, self.action_embedding)
+        self.target.load_state_dict(self.q.state_dict())
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=lr)
+        self.buffer = ReplayBuffer(buffer_size, self.obs_dim, nodes, seed)
+        self.steps = 0  # transitions remembered
+        self.updates = 0  # gradient steps taken
+        self._sync_numpy()
+
+    # -- acting ------------------------------------------------------------------------------------
+
+    def _sync_numpy(self) -> None:
+        """Weights as numpy arrays: a batch-1 forward is a few microseconds, torch's is ~10x more."""
+        with torch.no_grad():
+            body = [(m.weight.numpy().T.copy(), m.bias.numpy().copy()) for m in self.q.body if isinstance(m, nn.Linear)]
+            w, b = self.q.output_layer()
+            self._np = body + [(w.numpy().T.copy(), b.numpy().copy())]
+
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        x = np.asarray(obs, np.float32)
+        for k, (w, b) in enumerate(self._np):
+            x = x @ w + b
+            if k < len(self._np) - 1:
+                np.maximum(x, 0, out=x)
+        return x
+
+    def act(self, obs: np.ndarray, up: np.ndarray, epsilon: float = 0.0) -> int:
+        """Epsilon-greedy over the actions that give no share to a down node (Algorithm 1, line 4)."""
+        mask = action_mask(self.actions, up)
+        if not mask.any():
+            raise WeightsError("every action of the DQN gives work to a down node")  # cannot happen with one up node
+        if epsilon > 0 and self.rng.random() < epsilon:
+            return self.rng.choice(np.flatnonzero(mask).tolist())
+        q = self.q_values(obs)
+        return int(np.argmax(np.where(mask, q, -np.inf)))
+
+    # -- learning ----------------------------------------------------------------------------------
+
+    def remember(self, obs, action: int, rew: float, next_obs, next_up, done: bool = False) -> None:
+        self.buffer.add(obs, action, rew, next_obs, next_up, done)
+        self.steps += 1
+
+    def learn(self) -> float:
+        """One gradient step of the TD loss on a replayed batch (Algorithm 1, lines 11-12)."""
+        obs, act, rew, nxt, nxt_up, done = self.buffer.sample(self.batch_size)
+        with torch.no_grad():
+            target_q = self.target(nxt)
+            valid = torch.from_numpy(action_mask(self.actions, nxt_up))
+            target_max = target_q.masked_fill(~valid, -1e9).max(dim=1).values
+            td_target = rew + self.gamma * target_max * (1 - done)
+        q = self.q(obs).gather(1, act[:, None]).squeeze(1)
+        loss = F.smooth_l1_loss(q, td_target)
+        self.optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.q.parameters(), 10.0)
+        self.optimizer.step()
+        self.updates += 1
+        if self.updates % self.target_every == 0:
+            self.target.load_state_dict(self.q.state_dict())
+        self._sync_numpy()
+        return float(loss.detach())
+
+    def maybe_learn(self, learning_starts: int) -> float | None:
+        """Learn every ``learn_every`` remembered steps once the memory holds ``learning_starts``."""
+        if self.steps > max(learning_starts, 0) and len(self.buffer) >= self.batch_size and self.steps % self.learn_every == 0:
+            return self.learn()
+        return None
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def save(self, path: str | Path, **meta) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().clone() for k, v in self.q.state_dict().items()}
+        torch.save({"format": CKPT_FORMAT, "version": CKPT_VERSION, "nodes": self.nodes, "step": self.step,
+                    "hidden": self.hidden, "n_ref": self.n_ref, "action_embedding": self.action_embedding,
+                    "state_dict": state, "meta": meta}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, nodes: int | None = None, **kwargs) -> "DQNAgent":
+        """Load a checkpoint; refuses a file that is not one, or one made for another node count."""
+        ck = read_checkpoint(path)
+        if nodes is not None and ck["nodes"] != nodes:
+            raise WeightsError(f"DQN checkpoint {path} was trained for {ck['nodes']} nodes but the topology has "
+                               f"{nodes}; train one with `python run.py task=train_scheduler topology=... runner=sim`")
+        agent = cls(ck["nodes"], step=ck["step"], hidden=ck["hidden"], n_ref=ck["n_ref"],
+                    action_embedding=ck.get("action_embedding", False), **kwargs)
+        try:
+            agent.q.load_state_dict(ck["state_dict"])
+        except RuntimeError as e:
+            raise WeightsError(f"DQN checkpoint {path} does not fit its own architecture: {str(e).splitlines()[0]}") from None
+        agent.target.load_state_dict(agent.q.state_dict())
+        agent._sync_numpy()
+        agent.meta = ck.get("meta", {})
+        return agent
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"DQN checkpoint not found: {path} (train one with `python run.py task=train_scheduler "
+                           f"topology=... runner=sim`)")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"{path} is not a DQN scheduler checkpoint ({type(e).__name__})") from None
+    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
+        raise WeightsError(f"{path} is not a DQN scheduler checkpoint (no '{CKPT_FORMAT}' header)")
+    if ck.get("version") != CKPT_VERSION:
+        raise WeightsError(f"{path}: DQN checkpoint version {ck.get('version')} is not supported (need {CKPT_VERSION})")
+    return ck
+
+
+# ----- 5. the scheduler --------------------------------------------------------------------------
+
+class DQNScheduler(Scheduler):
+    """DQN shares -> counts -> accuracy-aware dispatch. Nodes that are down are masked out.
+
+    ``ckpt`` is loaded lazily on the first decision, when the node count is known; ``ckpt=null``
+    starts from an untrained network (only sensible with ``online=true``). With ``online=true`` the
+    scheduler keeps learning during the run (Algorithm 1 as printed): the transition of decision t
+    completes at decision t+1, whose node states give the reward.
+    """
+
+    name = "dqn"
+
+    def __init__(self, ckpt: str | None = None, step: float = 0.1, hidden: int = 64, lambda1: float = 1.0,
+                 lambda2: float = 1.0, n_ref: float = 40.0, dispatch: str = "accuracy_aware", online: bool = False,
+                 epsilon: float = 0.05, lr: float = 1e-4, gamma: float = 0.5, buffer_size: int = 10_000,
+                 batch_size: int = 64, learn_every: int = 4, target_every: int = 250, learning_starts: int = 64,
+                 action_embedding: bool = True, seed: int = 0) -> None:
+        self.ckpt = ckpt
+        self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
+        check(self.lambda1 >= 0 and self.lambda2 >= 0, f"scheduler.lambda1/lambda2 must be >= 0, got {lambda1}, {lambda2}")
+        self.dispatch = get_dispatch(dispatch)
+        self.online, self.epsilon, self.learning_starts = bool(online), float(epsilon), learning_starts
+        self._agent_kwargs = dict(step=step, hidden=hidden, n_ref=n_ref, lr=lr, gamma=gamma, buffer_size=buffer_size,
+                                  batch_size=batch_size, learn_every=learn_every, target_every=target_every,
+                                  action_embedding=action_embedding, seed=seed)
+        self.agent: DQNAgent | None = None
+        self._prev: tuple[np.ndarray, int, list[NodeState]] | None = None
+        self.losses: list[float] = []
+
+    def _agent_for(self, nodes: int) -> DQNAgent:
+        if self.agent is None:
+            if self.ckpt:
+                kw = {k: v for k, v in self._agent_kwargs.items() if k not in ARCHITECTURE}
+                self.agent = DQNAgent.load(self.ckpt, nodes=nodes, **kw)
+            else:
+                if nodes > 1 and not self.online:
+                    log.warning("scheduler=dqn without a checkpoint and without online learning: random policy")
+                self.agent = DQNAgent(nodes, **self._agent_kwargs)
+        elif self.agent.nodes != nodes:
+            raise WeightsError(f"the DQN scheduler was built for {self.agent.nodes} nodes, got {nodes}")
+        return self.agent
+
+    def decide(self, nodes: Sequence[NodeState], n_items: int, epsilon: float = 0.0) -> np.ndarray:
+        """Tile counts per node for ``n_items`` tiles (the DQN phase, without dispatch)."""
+        agent = self._agent_for(len(nodes))
+        up_nodes(nodes)  # a clear error when none is up
+        obs = features(nodes, n_items, agent.n_ref)
+        a = agent.act(obs, up_vector(nodes), epsilon)
+        if self.online:
+            self._learn_online(obs, a, nodes)
+        return largest_remainder(agent.actions[a], n_items)
+
+    def assign(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:
+        counts = self.decide(nodes, len(work), self.epsilon if self.online else 0.0)
+        return self.dispatch(work, counts, nodes)
+
+    def _learn_online(self, obs: np.ndarray, action: int, nodes: Sequence[NodeState]) -> None:
+        agent = self.agent
+        if self._prev is not None:
+            p_obs, p_action, p_nodes = self._prev
+            r = reward(p_nodes, nodes, self.lambda1, self.lambda2)
+            agent.remember(p_obs, p_action, r, obs, up_vector(nodes))
+            loss = agent.maybe_learn(self.learning_starts)
+            if loss is not None:
+                self.losses.append(loss)
+        self._prev = (obs, action, [NodeState(**vars(n)) for n in nodes])
+
+
+# ----- 6. offline training -----------------------------------------------------------------------
+
+def linear_schedule(start: float, end: float, duration: int, t: int) -> float:
+    return max(end, start + (end - start) * t / max(duration, 1))
+
+
+def train(env, agent: DQNAgent, total_steps: int, eps_start: float = 1.0, eps_end: float = 0.05,
+          exploration_fraction: float = 0.5, learning_starts: int = 1000, seed: int = 0,
+          on_log: Callable[[dict], None] | None = None, log_every: int = 500) -> dict:
+    """CleanRL-style loop: act, step, remember, learn every ``agent.learn_every`` steps.
+
+    ``on_log`` receives ``{"step", "loss", "epsilon", "q_mean"}`` every ``log_every`` steps and
+    ``{"step", "episode", "episode_reward", "episode_fps"}`` at the end of every episode.
+    """
+    obs, info = env.reset(seed=seed)
+    episode, ep_reward, losses, q_seen = 0, 0.0, [], []
+    history = {"loss": [], "episode_reward": []}
+    for t in range(total_steps):
+        eps = linear_schedule(eps_start, eps_end, int(exploration_fraction * total_steps), t)
+        action = agent.act(obs, info["up"], eps)
+        next_obs, rew, terminated, truncated, next_info = env.step(action)
+        agent.remember(obs, action, rew, next_obs, next_info["up"], terminated)
+        ep_reward += rew
+        loss = agent.maybe_learn(learning_starts)
+        if loss is not None:
+            losses.append(loss)
+            q_seen.append(float(agent.q_values(obs).max()))
+        obs, info = next_obs, next_info
+        if terminated or truncated:
+            row = {"step": t, "episode": episode, "episode_reward": ep_reward, "episode_fps": next_info.get("fps")}
+            history["episode_reward"].append(row)
+            if on_log:
+                on_log(row)
+            episode, ep_reward = episode + 1, 0.0
+            obs, info = env.reset()
+        if (t + 1) % log_every == 0 and losses:
+            row = {"step": t + 1, "loss": float(np.mean(losses)), "epsilon": eps, "q_mean": float(np.mean(q_seen))}
+            history["loss"].append(row)
+            if on_log:
+                on_log(row)
+            losses, q_seen = [], []
+    return history

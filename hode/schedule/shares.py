@@ -1,0 +1,81 @@
+"""Shares of a frame's work per node: the DQN's discrete action space and share -> count rounding.
+
+The paper's action is the fraction of the frame's tiles each node gets, summing to 1, discretised
+at 0.1 (eqs. 2-4). With ``K = 1/step`` units dealt to ``M`` nodes that is every composition of K
+into M non-negative parts: C(K+M-1, M-1) actions (1001 for five nodes at 0.1).
+"""
+from __future__ import annotations
+
+from itertools import combinations
+from math import comb
+from typing import Sequence
+
+import numpy as np
+
+from hode.errors import check
+
+
+def simplex_size(nodes: int, step: float = 0.1) -> int:
+    units = _units(step)
+    return comb(units + nodes - 1, nodes - 1)
+
+
+def simplex_actions(nodes: int, step: float = 0.1) -> np.ndarray:
+    """Every share vector on the simplex grid, ``(A, nodes)`` float32, each row summing to 1.
+
+    Stars and bars: choosing where the ``nodes - 1`` bars go among ``units + nodes - 1`` slots
+    gives each composition exactly once, in a fixed (lexicographic) order, so an action index
+    means the same share vector in training and at run time.
+    """
+    check(isinstance(nodes, int) and nodes >= 1, f"the action simplex needs at least one node, got {nodes!r}")
+    units = _units(step)
+    rows = []
+    for bars in combinations(range(units + nodes - 1), nodes - 1):
+        edges = (-1, *bars, units + nodes - 1)
+        rows.append([edges[k + 1] - edges[k] - 1 for k in range(nodes)])
+    return np.asarray(rows, np.float32) / units
+
+
+def _units(step: float) -> int:
+    check(0 < step <= 1, f"scheduler.step (share granularity) must be in (0, 1], got {step!r}")
+    units = round(1 / step)
+    check(abs(units * step - 1) < 1e-6, f"scheduler.step must divide 1 evenly (0.1, 0.2, 0.25 ...), got {step!r}")
+    return units
+
+
+def largest_remainder(shares: Sequence[float], total: int) -> np.ndarray:
+    """Integer counts summing to ``total`` as close as possible to ``shares * total`` (Hamilton's method).
+
+    Everyone first gets the floor of their quota; the units left over go to the largest fractional
+    remainders (ties to the earlier node, so the result is deterministic). Shares need not be
+    normalised; all-zero shares are refused.
+    """
+    s = np.asarray(shares, np.float64)
+    check(total >= 0 and np.all(s >= 0) and s.sum() > 0, f"cannot round shares {s.tolist()} of {total} items")
+    quota = s / s.sum() * total
+    counts = np.floor(quota + 1e-9).astype(np.int64)
+    left = int(total - counts.sum())
+    if left > 0:
+        order = np.argsort(-(quota - counts), kind="stable")
+        counts[order[:left]] += 1
+    return counts
+
+
+def earliest_finish_counts(total: int, queue: Sequence[float], speed: Sequence[float],
+                           up: Sequence[bool] | None = None) -> np.ndarray:
+    """Counts of ``total`` equal items that minimise the latest finish time ``(q_i + x_i) / v_i``.
+
+    Water-filling one item at a time onto the node that would finish it first; nodes that are
+    down or have no speed get nothing. Used by ``greedy`` and ``oracle``.
+    """
+    q = np.asarray(queue, np.float64)
+    v = np.asarray(speed, np.float64)
+    ok = np.ones(len(q), bool) if up is None else np.asarray(up, bool)
+    ok &= v > 0
+    check(ok.any(), "no edge node is up with a positive speed: cannot schedule work")
+    x = np.zeros(len(q), np.int64)
+    v_safe = np.where(ok, v, 1.0)
+    for _ in range(total):
+        finish = np.where(ok, (q + x + 1) / v_safe, np.inf)
+        x[int(np.argmin(finish))] += 1
+    return x

@@ -1,0 +1,229 @@
+"""``task=train_filter``: train the spatio-temporal flow filter with PyTorch Lightning.
+
+Data: ground-truth tracks turned into per-tile count matrices, from ``dataset=...`` (one scene per
+seed for the synthetic crowd: ``split=seed``; or contiguous time blocks of a video: ``split=time``)
+or from the real TUD tracks bundled with motmetrics (``task.source=tud``), split train:val:test
+3:1:1 with no frame shared between splits. Validation picks the checkpoint (val F1 at the
+target recall), stops early, and then chooses the keep threshold for the target recall by
+closed-loop rollouts on the validation sequences. The small checkpoint (kilobytes) goes to
+``task.ckpt_out`` (default ``<run dir>/filter_st.ckpt``); use it with ``filter=st filter.ckpt=PATH``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from hode.config import build
+from hode.errors import ConfigError, check
+from hode.filter.evaluate import evaluate
+from hode.filter.st import STFilter, save_checkpoint
+from hode.filter.threshold import closed_loop_threshold
+from hode.filter.tracks import TrackSequence, from_source, split_blocks
+from hode.results import plain_config, run_dir, write_results
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def load_splits(cfg: DictConfig) -> dict[str, list[TrackSequence]]:
+    """Train / val / test track sequences as ``task.source`` and ``task.split`` say."""
+    t = cfg.task
+    if t.source == "tud":
+        from hode.filter.mot_tracks import tud_tracks
+
+        seqs = tud_tracks(list(t.tud_sequences))
+        check(t.split == "time", "task.source=tud has two videos: use task.split=time (3:1:1 time blocks)")
+    elif t.source == "dataset":
+        if t.split == "seed":
+            check("seed" in cfg.dataset, f"task.split=seed needs a dataset with a seed (synthetic), "
+                                          f"{cfg.dataset._target_} has none: use task.split=time")
+            out = {}
+            for split in SPLITS:
+                seeds = [int(s) for s in t.seeds[split]]
+                check(len(seeds) > 0, f"task.seeds.{split} is empty")
+                out[split] = [from_source(build(cfg.dataset, seed=s, frames=int(t.frames))) for s in seeds]
+            overlap = set(t.seeds.train) & (set(t.seeds.val) | set(t.seeds.test)) | set(t.seeds.val) & set(t.seeds.test)
+            check(not overlap, f"task.seeds share scenes between splits: {sorted(overlap)}")
+            return out
+        seqs = [from_source(build(cfg.dataset))]
+    else:
+        raise ConfigError(f"task.source must be 'dataset' or 'tud', got {t.source!r}")
+    check(t.split == "time", f"task.split must be 'seed' or 'time', got {t.split!r}")
+    blocks = [split_blocks(s, (3, 1, 1)) for s in seqs]
+    return {split: [b[i] for b in blocks] for i, split in enumerate(SPLITS)}
+
+
+def _loggers(cfg: DictConfig, out: Path, name: str) -> list:
+    """CSV always (the loss curves file); W&B through Lightning's logger when logger=wandb."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    loggers = [CSVLogger(save_dir=str(out), name="lightning", version="")]
+    if str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
+        import os
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        try:
+            from pytorch_lightning.loggers import WandbLogger
+
+            mode = os.environ.get("WANDB_MODE", cfg.logger.get("mode", "offline"))
+            loggers.append(WandbLogger(project=cfg.logger.get("project", "hode"), entity=cfg.logger.get("entity"),
+                                       group=cfg.logger.get("group"), name=name, save_dir=str(out),
+                                       offline=mode != "online", config=plain_config(cfg), tags=["train_filter"]))
+        except Exception as e:  # logging never takes training down
+            log.warning("wandb logger unavailable, continuing with CSV only: %s", str(e).splitlines()[0][:200])
+    return loggers
+
+
+def loss_curves(csv_path: Path) -> dict[str, list]:
+    """Per-epoch train and val loss from Lightning's metrics.csv (the paper's Fig. 8)."""
+    import csv
+
+    if not csv_path.is_file():
+        return {"epoch": [], "train_loss": [], "val_loss": []}
+    by_epoch: dict[int, dict] = {}
+    with open(csv_path) as f:
+        for row in csv.DictReader(f):
+            if row.get("epoch") in (None, ""):
+                continue
+            e = by_epoch.setdefault(int(row["epoch"]), {})
+            for k in ("train_loss", "val_loss", "val_f1", "val_skipped"):
+                if row.get(k) not in (None, ""):
+                    e[k] = float(row[k])
+    epochs = sorted(by_epoch)
+    return {"epoch": epochs, **{k: [by_epoch[e].get(k) for e in epochs] for k in ("train_loss", "val_loss", "val_f1", "val_skipped")}}
+
+
+def plot_curves(curves: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for k, style in (("train_loss", "-"), ("val_loss", "--")):
+        pts = [(e, v) for e, v in zip(curves["epoch"], curves[k]) if v is not None]
+        if pts:
+            ax.plot(*zip(*pts), style, label=k.replace("_", " "))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("flow filter training (cf. paper Fig. 8)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def train(cfg: DictConfig, splits: dict[str, list[TrackSequence]], out: Path) -> dict:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    from hode.filter.lit import DaggerRollouts, FilterDataModule, LitFlowFilter
+
+    t = cfg.task
+    tiler = build(cfg.tiling)
+    seq0 = splits["train"][0]
+    rows, cols = tiler.grid(seq0.height, seq0.width)
+    for split, seqs in splits.items():
+        for s in seqs:
+            check(tiler.grid(s.height, s.width) == (rows, cols),
+                  f"{s.name} is {s.width}x{s.height}: another tile grid than {seq0.name}; train one size at a time")
+    torch.set_num_threads(int(t.threads))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    arch = dict(rows=rows, cols=cols, **OmegaConf.to_container(t.model, resolve=True))
+    dm = FilterDataModule(splits["train"], splits["val"], splits["test"], tiler, trend=int(arch["trend"]),
+                          batch_size=int(t.batch), closed_loop=bool(t.closed_loop_samples))
+    t0 = time.time()
+    dm.setup()
+    t_data = time.time() - t0
+    if t.pos_weight == "auto":
+        pos = dm.pos_fraction()
+        pos_weight = float(np.clip((1 - pos) / max(pos, 1e-6), 0.1, 100.0))
+    else:
+        pos_weight = float(t.pos_weight)
+    module = LitFlowFilter(arch, lr=float(t.lr), weight_decay=float(t.weight_decay), pos_weight=pos_weight,
+                           focal_gamma=float(t.focal_gamma), target_recall=float(t.target_recall), flip=bool(t.flip))
+    ckpt_cb = ModelCheckpoint(dirpath=str(out / "lightning_ckpt"), monitor="val_f1", mode="max", save_top_k=1,
+                              filename="best-{epoch}")
+    callbacks = [ckpt_cb, EarlyStopping(monitor="val_f1", mode="max", patience=int(t.patience)),
+                 DaggerRollouts(every=int(t.dagger_every), max_rounds=int(t.dagger_rounds))]
+    trainer = pl.Trainer(max_epochs=int(t.epochs), max_steps=int(t.max_steps) if t.max_steps else -1,
+                         accelerator="cpu", devices=1, logger=_loggers(cfg, out, f"train_filter-{seq0.name}"),
+                         callbacks=callbacks, enable_progress_bar=bool(cfg.progress), enable_model_summary=False,
+                         log_every_n_steps=1, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0,
+                         default_root_dir=str(out))
+    trainer.fit(module, datamodule=dm)
+    t_train = time.time() - t0 - t_data
+    if ckpt_cb.best_model_path:
+        best = LitFlowFilter.load_from_checkpoint(ckpt_cb.best_model_path, map_location="cpu")
+    else:  # e.g. max_steps hit before the first validation
+        best = module
+    net = best.net.cpu().eval()
+    curves = loss_curves(out / "lightning" / "metrics.csv")
+    return {"net": net, "sample_threshold": float(best.threshold), "pos_weight": pos_weight, "curves": curves,
+            "data_s": round(t_data, 1), "train_s": round(t_train, 1), "epochs": trainer.current_epoch,
+            "best_val_f1": float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else None,
+            "samples": {k: len(v) for k, v in dm.data.items()}, "tiler": tiler, "trainer": trainer}
+
+
+def main(cfg: DictConfig) -> dict:
+    t = cfg.task
+    out = run_dir()
+    check(0.0 < float(t.target_recall) < 1.0, f"task.target_recall must be in (0, 1), got {t.target_recall!r}")
+    splits = load_splits(cfg)
+    r = train(cfg, splits, out)
+    net, tiler = r["net"], r["tiler"]
+    if t.threshold_on == "closed_loop":
+        threshold, val = closed_loop_threshold(lambda th: STFilter(net=net, threshold=th), splits["val"], tiler,
+                                               float(t.target_recall))
+    elif t.threshold_on == "samples":
+        threshold = r["sample_threshold"]
+        val = evaluate(STFilter(net=net, threshold=threshold), splits["val"], tiler, closed=True)
+    else:
+        raise ConfigError(f"task.threshold_on must be 'closed_loop' or 'samples', got {t.threshold_on!r}")
+    flt = STFilter(net=net, threshold=threshold)
+    test = {"open_loop": evaluate(flt, splits["test"], tiler, closed=False),
+            "closed_loop": evaluate(flt, splits["test"], tiler, closed=True)}
+    meta = {"source": str(t.source), "split": str(t.split), "dataset": splits["train"][0].name.split("[")[0],
+            "train": [s.name for s in splits["train"]], "val": [s.name for s in splits["val"]],
+            "test": [s.name for s in splits["test"]], "tile": tiler.tile, "pad": list(tiler.pad),
+            "frame": [splits["train"][0].width, splits["train"][0].height], "target_recall": float(t.target_recall),
+            "threshold_on": str(t.threshold_on), "val_closed_loop": val, "test": test, "epochs": r["epochs"],
+            "trained": time.strftime("%Y-%m-%d")}
+    ckpt = Path(t.ckpt_out) if t.ckpt_out else out / "filter_st.ckpt"
+    save_checkpoint(ckpt, net, threshold, meta)
+    fig = plot_curves(r["curves"], out / "filter_loss.png")
+    results = {"task": "train_filter", "ckpt": str(ckpt), "ckpt_bytes": ckpt.stat().st_size, "threshold": threshold,
+               "grid": list(tiler.grid(splits["train"][0].height, splits["train"][0].width)),
+               "params": sum(p.numel() for p in net.parameters()), "pos_weight": r["pos_weight"],
+               "samples": r["samples"], "epochs": r["epochs"], "best_val_f1": r["best_val_f1"],
+               "data_s": r["data_s"], "train_s": r["train_s"], "val_closed_loop": val, "test": test,
+               "curves": r["curves"], "loss_plot": str(fig) if fig else None}
+    results = write_results(cfg, results)
+    for lg in r["trainer"].loggers:  # the W&B run gets the test figures and the Fig. 8 plot too
+        if type(lg).__name__ == "WandbLogger":
+            try:
+                lg.experiment.summary.update({f"test_{k}_{m}": v for k, d in test.items() for m, v in d.items()
+                                              if isinstance(v, (int, float))})
+                if fig:
+                    import wandb
+
+                    lg.experiment.log({"filter_loss": wandb.Image(str(fig))})
+                lg.experiment.finish()
+            except Exception as e:
+                log.warning("wandb summary failed: %s", str(e).splitlines()[0][:200])
+    c = test["closed_loop"]
+    print(f"flow filter: grid {results['grid'][0]}x{results['grid'][1]}, {results['params']} params, "
+          f"{results['ckpt_bytes'] / 1024:.1f} KiB, threshold {threshold:.4g} (val closed-loop recall "
+          f"{val['recall']:.4f})")
+    print(f"test closed-loop: accuracy {c['accuracy']:.4f} recall {c['recall']:.4f} precision {c['precision']:.4f} "
+          f"skipped {c['skipped']:.3f}")
+    print(f"checkpoint: {ckpt}  (use: python run.py filter=st filter.ckpt={ckpt})")
+    return results

@@ -1,0 +1,161 @@
+"""The gRPC edge worker, for real: a worker process on loopback running the shipped yolov5n."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from hode.cluster.profiles import TILE_PIXELS, LoadTrace, profile_from_dict
+from hode.edge import worker_pb2 as pb
+from hode.edge.client import outcomes
+from hode.edge.codec import PayloadError, decode_tile, encode_tile
+from hode.edge.pacing import Pacer
+from hode.errors import ConfigError
+
+from test_edge_support import running, shared_worker, wait_serving, yolov5n_config
+
+
+@pytest.fixture(scope="module")
+def worker():
+    proc = shared_worker()
+    client = wait_serving(proc)
+    yield proc, client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def scene():
+    from hode.data.synthetic import SyntheticCrowd
+
+    return next(iter(SyntheticCrowd(width=1024, height=768, frames=1, seed=3))).image
+
+
+def test_health_and_status(worker):
+    proc, client = worker
+    assert client.serving()
+    s = client.status()
+    assert s.ready and s.model == "yolov5n" and s.node == "ext" and s.pid == proc.pid
+    assert s.compute_tile_ms > 0 and s.speed > 0 and s.queue == 0
+    assert s.emulated and s.device_kind == "fast" and s.profile_tile_ms == pytest.approx(10.0)
+
+
+def test_detections_come_back_in_crop_coordinates(worker, scene):
+    import torch
+
+    _, client = worker
+    windows = [(600, 400, 856, 592), (100, 300, 292, 556)]  # small tiles far from the frame origin
+    crops = [scene[y0:y1, x0:x1] for x0, y0, x1, y1 in windows]
+    reply, sent, received = client.detect(client.request(7, list(enumerate(crops))), timeout=60)
+    got = {o.item_id: o for o in outcomes(reply, received)}
+    assert sorted(got) == [0, 1]
+
+    from hode.config import build
+
+    local = build(OmegaConf.create(yolov5n_config()))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the worker's setting: same kernels, same numbers
+    try:
+        expect = local.predict(crops)
+    finally:
+        torch.set_num_threads(threads)
+    for k, crop in enumerate(crops):
+        d = got[k].detections
+        assert len(d) > 0 and len(d) == len(expect[k])
+        np.testing.assert_allclose(d.boxes, expect[k].boxes, atol=0.5)
+        np.testing.assert_allclose(d.scores, expect[k].scores, atol=1e-3)
+        h, w = crop.shape[:2]  # crop coordinates: inside the crop, not shifted to the frame
+        assert d.boxes.min() >= -1 and (d.boxes[:, [0, 2]] <= w + 1).all() and (d.boxes[:, [1, 3]] <= h + 1).all()
+        assert got[k].service_s >= got[k].compute_s > 0 and sent <= got[k].started <= got[k].finished <= received
+
+
+def _raw(item_id=1, h=8, w=8, **kw):
+    fields = dict(item_id=item_id, encoding=pb.RAW, data=bytes(h * w * 3), height=h, width=w, channels=3, dtype="uint8")
+    fields.update(kw)
+    return pb.Tile(**fields)
+
+
+def _jpeg(h, w, declared=None):
+    t = encode_tile(np.full((h, w, 3), 127, np.uint8), 1)
+    if declared:
+        t.height, t.width = declared
+    return t
+
+
+MALFORMED = {
+    "bad jpeg bytes": [pb.Tile(item_id=1, encoding=pb.JPEG, data=b"\xff\xd8garbage", height=8, width=8, channels=3)],
+    "raw size mismatch": [_raw(data=bytes(100))],
+    "raw wrong dtype": [_raw(dtype="float32")],
+    "wrong channels": [_raw(channels=1, data=bytes(64))],
+    "oversize": [_raw(h=5000, w=5000, data=b"x")],
+    "jpeg dims lie": [_jpeg(32, 48, declared=(48, 32))],
+    "empty dims": [_raw(h=0, w=8, data=b"")],
+    "repeated ids": [_raw(), _raw()],
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_request_is_invalid_argument_and_worker_keeps_serving(worker, case):
+    _, client = worker
+    with pytest.raises(grpc.RpcError) as err:
+        client.stub.Detect(pb.DetectRequest(frame_id=0, tiles=MALFORMED[case]), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    reply = client.stub.Detect(pb.DetectRequest(frame_id=0, tiles=[_raw(item_id=5)]), timeout=60)
+    assert [r.item_id for r in reply.results] == [5]
+
+
+def test_negative_time_scale_is_invalid_argument(worker):
+    _, client = worker
+    with pytest.raises(grpc.RpcError) as err:
+        client.stub.Detect(pb.DetectRequest(frame_id=0, tiles=[_raw()], time_scale=-1), timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_codec_round_trips():
+    img = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    view = np.zeros((100, 100, 3), np.uint8)[10:47, 20:73]  # a non-contiguous crop view
+    view[:] = img
+    for enc in ("raw", "png"):
+        np.testing.assert_array_equal(decode_tile(encode_tile(view, 1, enc)), img)
+    smooth = np.full((37, 53, 3), 90, np.uint8)
+    assert np.abs(decode_tile(encode_tile(smooth, 1, "jpeg", 95)).astype(int) - 90).max() <= 2
+    with pytest.raises(PayloadError, match="exceeds the limit"):
+        decode_tile(_raw(h=100, w=100, data=bytes(30000)), max_side=64)
+
+
+def test_pacer_follows_profile_scale_and_load_trace():
+    profile = profile_from_dict({"name": "p", "models": {"yolov5n": {"tile_ms": 10.0, "frame4k_ms": 100.0, "noise": 0.0}}}, "p")
+    trace = LoadTrace([{"node": "a", "start": 5, "end": 8, "factor": 3.0}])
+    p = Pacer("a", "yolov5n", profile, trace, time_scale=4.0)
+    assert p.target_s(TILE_PIXELS, 0, 0.001) == pytest.approx(0.040)
+    assert p.target_s(TILE_PIXELS, 6, 0.001) == pytest.approx(0.120)  # slowed down 3x on frames 5..7
+    assert p.target_s(TILE_PIXELS, 8, 0.001, time_scale=2.0) == pytest.approx(0.020)  # the request's scale wins
+    real = Pacer("a", "yolov5n", None, trace)  # not emulated: real time, times the load factor
+    assert real.target_s(TILE_PIXELS, 6, 0.05) == pytest.approx(0.15)
+    with pytest.raises(ConfigError, match="no timing for model 'yolov5m'"):
+        Pacer("a", "yolov5m", profile)
+
+
+def test_worker_exits_when_its_parent_dies(tmp_path):
+    """SIGKILL the process that started a worker: the worker must go too (no orphans)."""
+    script = (
+        "import sys, time; from pathlib import Path\n"
+        "from hode.edge.process import WorkerProcess\nfrom hode.edge.server import WorkerSpec\n"
+        f"w = WorkerProcess(WorkerSpec(node='orphan', detector={yolov5n_config()!r}), Path({str(tmp_path)!r}))\n"
+        "w.spawn(); print(w.pid, flush=True); time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert running(child)
+    time.sleep(1.0)  # let it get past its start (its watchdog is armed first thing)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(10)
+    deadline = time.monotonic() + 20
+    while running(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not running(child), "worker survived its parent"

@@ -1,0 +1,150 @@
+"""``runner=live`` for real: worker processes on loopback, the pipeline over them, and teardown."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from hode.cluster.live import LiveBackend
+from hode.cluster.topology import Topology
+from hode.config import build
+from hode.detect.factory import detector_config
+from hode.edge.process import WorkerError
+from hode.errors import ConfigError, WeightsError
+
+from test_edge_support import FAST, shared_worker, wait_for, workers_of
+
+
+@pytest.fixture
+def profiles(tmp_path) -> Path:
+    d = tmp_path / "profiles"
+    d.mkdir()
+    (d / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST)))
+    return d
+
+
+@pytest.fixture(scope="module")
+def external():
+    """A worker started outside any backend, as a person or the remote launcher would."""
+    proc = shared_worker()  # the backend waits for its health; here only for its port
+    wait_for(lambda: proc.port() is not None or not proc.alive(), 60, "the external worker's port")
+    return proc
+
+
+def test_live_pipeline_run_over_a_spawned_and_an_external_worker(cfg_factory, profiles, external, tmp_path, monkeypatch):
+    """Two frames through ``runner=live``: one node spawned by the backend, one already running
+    (host/port in the topology); both get work, results say emulated, the spawned one is gone after."""
+    logs = tmp_path / "workers"
+    nodes = (f"[{{name: local, model: yolov5n, device: fast}},"
+             f"{{name: ext, model: yolov5n, device: fast, host: 127.0.0.1, port: {external.port()}}}]")
+    cfg = cfg_factory(["runner=live", "dataset.frames=2", f"topology.nodes={nodes}",
+                       f"runner.backend.profiles_dir={profiles}", f"runner.backend.log_dir={logs}"])
+    monkeypatch.chdir(tmp_path)  # results.json goes to the run dir (the cwd outside a Hydra run)
+    from hode.tasks.run import main
+
+    results = main(cfg)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["frames"] == 2 and results["frames"] == 2
+    assert [n["name"] for n in on_disk["nodes"]] == ["local", "ext"]
+    assert all(n["items"] > 0 for n in on_disk["nodes"]), on_disk["nodes"]
+    runner = on_disk["runner"]
+    assert runner["emulated"] is True and runner["time_scale"] >= 1 and runner["name"] == "live"
+    for n in on_disk["nodes"]:  # pacing: no tile is faster than its emulated time (noise 0 profile)
+        if not n["overruns"]:
+            assert n["busy_s"] / n["items"] >= 0.010 * runner["time_scale"] * 0.999
+    assert (logs / "local.log").is_file()
+    assert workers_of(str(logs)) == [], "a spawned worker survived the run"
+    assert external.alive(), "closing the backend must not stop a worker it did not start"
+
+
+def test_pipelining_keeps_several_frames_on_the_workers(external, small_frames):
+    """in_flight=3: frames overlap on the worker (the next ones are submitted before the first returns)."""
+    from hode.filter.base import KeepAll
+    from hode.pipeline import Pipeline
+    from hode.schedule.base import RoundRobin
+    from hode.tiling import Tiler
+
+    topo = Topology([{"name": "ext", "model": "yolov5n", "device": "fast", "host": "127.0.0.1", "port": external.port()}])
+    backend = LiveBackend(topo, emulate=True, time_scale=5.0)
+    backend.start()
+    try:
+        trace = Pipeline(Tiler(), KeepAll(), RoundRobin(), backend, in_flight=3, progress=False).run(small_frames[:3])
+    finally:
+        backend.close()
+    recs = trace.records
+    assert [r.index for r in recs] == [0, 1, 2] and all(r.items == 4 for r in recs)
+    assert recs[1].submitted < recs[0].finished and recs[2].submitted < recs[0].finished
+    assert backend.stats()[0]["items"] == 12
+    assert backend.states()[0].queue == 0
+
+
+def test_worker_that_dies_at_start_is_named(tmp_path, profiles):
+    topo = Topology([{"name": "broken-node", "model": "yolov5n", "device": "fast"}])
+    det = OmegaConf.create({**OmegaConf.to_container(detector_config("yolov5n", None), resolve=True), "imgsz": 33})
+    backend = LiveBackend(topo, det, profiles_dir=str(profiles), log_dir=str(tmp_path / "w"), start_timeout_s=60)
+    with pytest.raises(WorkerError, match=r"edge worker 'broken-node' exited during start-up \(code 2\): "
+                                          r"error: detector.imgsz must be a positive multiple of 32"):
+        backend.start()
+    assert workers_of(str(tmp_path)) == []
+
+
+def test_bad_live_configs_fail_in_one_line(profiles):
+    topo = Topology([{"name": "a", "model": "yolov5n", "device": "fast"}])
+    with pytest.raises(ConfigError, match="names node 'zz', not in the topology"):
+        LiveBackend(topo, load_trace=[{"node": "zz", "start": 0, "end": 5, "factor": 2}], profiles_dir=str(profiles))
+    with pytest.raises(ConfigError, match="time_scale"):
+        LiveBackend(topo, time_scale=0, profiles_dir=str(profiles))
+    with pytest.raises(ConfigError, match="no device profile 'nope'"):
+        LiveBackend(Topology([{"model": "yolov5n", "device": "nope"}]), profiles_dir=str(profiles))
+    with pytest.raises(ConfigError, match="encoding"):
+        LiveBackend(topo, encoding="bmp", profiles_dir=str(profiles))
+    det = OmegaConf.create({**OmegaConf.to_container(detector_config("yolov5n", None), resolve=True),
+                            "weights": "/nonexistent/w.pt"})
+    with pytest.raises(WeightsError, match="node 'a'.*/nonexistent/w.pt"):  # before any process starts
+        LiveBackend(topo, det, profiles_dir=str(profiles))
+
+
+def test_paper5_topology_and_serve_task_build(cfg_factory):
+    cfg = cfg_factory(["runner=live", "topology=paper5"])
+    topo = build(cfg.topology)
+    assert [(n.model, n.device) for n in topo] == [("yolov5m", "gtx1070"), ("yolov5s", "gtx1050"), ("yolov5s", "jetson_nx"),
+                                                   ("yolov5n", "jetson_nx"), ("yolov5n", "jetson_tx2")]
+    backend = build(cfg.runner.backend, topology=topo, detector=cfg.detector, _recursive_=False)
+    assert len(backend._specs) == 5 and all(s.emulate and s.profile for s in backend._specs)
+
+    from hode.tasks.serve import spec_from_config
+
+    spec = spec_from_config(cfg_factory(["task=serve", "detector=yolov5s", "task.port=0"]))
+    assert spec.detector["name"] == "yolov5s" and spec.host == "127.0.0.1" and not spec.emulate
+
+
+def test_ctrl_c_during_a_live_run_leaves_no_worker(cfg_factory, profiles, tmp_path, monkeypatch):
+    """A real SIGINT in the middle of a run (after its first frame): the run unwinds like a
+    Ctrl-C in the terminal, writes the finished frames, and stops every worker it started."""
+    from hode import pipeline
+
+    finish = pipeline.Pipeline._finish
+
+    def finish_then_ctrl_c(self, p, trace):
+        finish(self, p, trace)
+        if len(trace.records) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered to this (main) thread right here
+
+    monkeypatch.setattr(pipeline.Pipeline, "_finish", finish_then_ctrl_c)
+    logs = tmp_path / "workers"
+    cfg = cfg_factory(["runner=live", "dataset.frames=50", "topology=single", "topology.nodes.0.device=fast",
+                       "runner.backend.time_scale=5", f"runner.backend.profiles_dir={profiles}",
+                       f"runner.backend.log_dir={logs}"])
+    monkeypatch.chdir(tmp_path)
+    from hode.tasks.run import main
+
+    with pytest.raises(KeyboardInterrupt):
+        main(cfg)
+    assert (logs / "local.log").is_file()
+    assert workers_of(str(logs)) == [], "a worker survived Ctrl-C"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["interrupted"] is True and 1 <= results["frames"] < 50

@@ -1,0 +1,89 @@
+"""Device profiles (conf/device) and load traces: every shipped option loads, bad files fail in one line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hode.cluster.profiles import FRAME4K_PIXELS, TILE_PIXELS, LoadTrace, load_profile
+from hode.config import options
+from hode.errors import ConfigError
+
+PAPER_DEVICES = {"gtx1070", "gtx1050", "jetson_nx", "jetson_tx2", "cpu"}
+
+
+def test_paper_devices_are_shipped():
+    assert PAPER_DEVICES <= set(options("device"))
+
+
+@pytest.mark.parametrize("kind", options("device"))
+def test_every_device_option_loads_with_sources(kind):
+    p = load_profile(kind)
+    assert {"yolov5n", "yolov5s", "yolov5m"} <= set(p.models)
+    for m, t in p.models.items():
+        assert 0 < t.tile_ms < t.frame4k_ms, (kind, m)
+        assert t.source and t.source != "estimate", f"{kind}/{m}: say where the numbers come from"
+    if kind != "cpu":  # a bigger model is never faster on the same device
+        assert p.models["yolov5n"].tile_ms < p.models["yolov5s"].tile_ms < p.models["yolov5m"].tile_ms
+
+
+def test_service_time_scales_with_pixels_and_noise_is_seeded():
+    p = load_profile("jetson_nx")
+    t = p.timing("yolov5s")
+    assert p.base_s("yolov5s", TILE_PIXELS) == pytest.approx(t.tile_ms / 1000)
+    assert p.base_s("yolov5s", FRAME4K_PIXELS) == pytest.approx(t.frame4k_ms / 1000)
+    mid = p.base_s("yolov5s", (TILE_PIXELS + FRAME4K_PIXELS) // 2)
+    assert t.tile_ms / 1000 < mid < t.frame4k_ms / 1000
+    a = [p.service_s("yolov5s", TILE_PIXELS, np.random.default_rng(1)) for _ in range(2)]
+    b = p.service_s("yolov5s", TILE_PIXELS, np.random.default_rng(2))
+    assert a[0] == a[1] != b
+
+
+BAD = {
+    "no_models": "name: x\n",
+    "negative": "models:\n  yolov5n: {tile_ms: -1, frame4k_ms: 10}\n",
+    "missing_key": "models:\n  yolov5n: {tile_ms: 5}\n",
+    "unknown_key": "models:\n  yolov5n: {tile_ms: 5, frame4k_ms: 10, speed: 3}\n",
+    "text_number": "models:\n  yolov5n: {tile_ms: fast, frame4k_ms: 10}\n",
+    "noise": "models:\n  yolov5n: {tile_ms: 5, frame4k_ms: 10, noise: 2}\n",
+    "not_yaml": "models: [unclosed\n  - {\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_profile_file_is_one_line_config_error(tmp_path, case):
+    f = tmp_path / f"{case}.yaml"
+    f.write_text(BAD[case])
+    with pytest.raises(ConfigError) as e:
+        load_profile(case, f)
+    assert "\n" not in str(e.value) and str(f) in str(e.value)
+
+
+def test_unknown_device_and_model_name_the_options():
+    with pytest.raises(ConfigError, match="available: .*gtx1070"):
+        load_profile("gtx9999")
+    with pytest.raises(ConfigError, match="no timing for model 'yolov5x'"):
+        load_profile("gtx1070").timing("yolov5x")
+
+
+def test_load_trace_factors_and_validation():
+    tr = LoadTrace([{"node": "a", "start": 10, "end": 20, "factor": 3.0},
+                    {"node": "a", "start": 15, "end": 30, "factor": 2.0}])
+    assert [tr.factor("a", f) for f in (9, 10, 15, 20, 30)] == [1.0, 3.0, 6.0, 2.0, 1.0]
+    assert tr.factor("b", 15) == 1.0
+    tr.check_nodes(["a", "b"])
+    with pytest.raises(ConfigError, match="node 'a', not in the topology"):
+        tr.check_nodes(["b"])
+    for bad in ({"node": "a", "start": 5, "end": 5, "factor": 2}, {"node": "a", "start": 0, "end": 5, "factor": 0},
+                {"node": "a", "start": 0, "end": 5}, "a:0:5:2"):
+        with pytest.raises(ConfigError):
+            LoadTrace([bad])
+
+
+def test_task_profile_writes_a_loadable_profile(tmp_path):
+    from hode.tasks.profile import to_yaml
+
+    timings = {"yolov5n": {"tile_ms": 12.5, "frame4k_ms": 300.0, "noise": 0.04, "source": "measured on 'cpu'"}}
+    f = tmp_path / "box.yaml"
+    f.write_text(to_yaml("box", "measured by task=profile on a test", timings))
+    p = load_profile("box", f)
+    assert p.name == "box" and p.timing("yolov5n").tile_ms == 12.5 and "measured" in p.timing("yolov5n").source

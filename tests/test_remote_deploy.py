@@ -1,0 +1,111 @@
+"""Real workers on two real sshd hosts: deploy, run frames through them, tear down, nothing left."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from hode.cluster.topology import Topology
+from hode.config import ROOT
+from remote.__main__ import main as remote_main
+from remote.launcher import Launcher
+from sshd import free_port, lab_fixture
+
+lab = pytest.fixture(scope="module")(lab_fixture)
+
+FAST_RUN = ["dataset.frames=2", "dataset.width=1024", "dataset.height=768", "logger=none", "progress=false"]
+
+
+def pid_files(lab) -> list:
+    return [p for h in lab.hosts.values() for p in h.work_dir.glob("workers/*.pid")]
+
+
+def test_run_live_deploys_runs_and_tears_down(lab, tmp_path):
+    """``python run.py runner=live topology=<hosts>``: one worker direct, one through an SSH tunnel."""
+    known = lab.known_hosts("a", "b")
+    pa, pb = free_port("127.0.0.2"), free_port("127.0.0.3")
+    hosts = lab.topology([lab.node("a", "edge-a", pa, known, model="yolov5n"),
+                          lab.node("b", "edge-b", pb, known, model="yolov5s", tunnel=True)])
+    env = dict(os.environ, WANDB_MODE="offline", YOLO_OFFLINE="1")
+    r = subprocess.run([sys.executable, "run.py", "runner=live", f"topology={hosts}", *FAST_RUN,
+                        f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["frames"] == 2
+    workers = {n["name"]: n["worker"] for n in res["nodes"]}
+    assert workers["edge-a"] == f"127.0.0.2:{pa}"  # direct to the host
+    assert workers["edge-b"].startswith("127.0.0.1:")  # the local end of the SSH tunnel
+    assert all(n["items"] > 0 for n in res["nodes"])  # both remote workers detected tiles
+    assert lab.worker_pids() == [] and pid_files(lab) == []  # torn down: nothing left on either host
+    for node in ("edge-a", "edge-b"):  # their logs were fetched into the run dir after a graceful stop
+        assert "stopped after" in (tmp_path / "workers" / f"{node}.log").read_text()
+
+
+def remote(capsys, *argv: str) -> tuple[int, str]:
+    """``python -m remote ARGV``, in this process (the CLI itself; saves a Python start-up per call)."""
+    capsys.readouterr()
+    rc = remote_main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out + err
+
+
+def test_cli_deploy_status_logs_teardown(lab, tmp_path, capsys):
+    known = lab.known_hosts("a", "b")
+    pa, pb = free_port("127.0.0.2"), free_port("127.0.0.3")
+    hosts = lab.topology([lab.node("a", "edge-a", pa, known), lab.node("b", "edge-b", pb, known)])
+    out = str(tmp_path / "logs")
+
+    rc, text = remote(capsys, "deploy", f"topology={hosts}", "--out", out)
+    assert rc == 0, text
+    assert f"edge-a         started          127.0.0.2:{pa}" in text
+    assert f"edge-b         started          127.0.0.3:{pb}" in text
+    pids = lab.worker_pids()
+    assert len(pids) == 2
+
+    rc, text = remote(capsys, "status", f"topology={hosts}")
+    assert rc == 0 and text.count("serving") == 2, text
+
+    rc, text = remote(capsys, "deploy", f"topology={hosts}")  # idempotent: same settings, same workers
+    assert rc == 0 and text.count("already running") == 2, text
+    assert lab.worker_pids() == pids
+
+    rc, text = remote(capsys, "logs", f"topology={hosts}", "--out", out, "--lines", "5")
+    assert rc == 0, text
+    assert "serving edge-a (yolov5n)" in (tmp_path / "logs" / "edge-a.log").read_text()
+
+    rc, text = remote(capsys, "teardown", f"topology={hosts}", "--out", out)
+    assert rc == 0 and text.count("stopped pid") == 2, text
+    assert lab.worker_pids() == [] and pid_files(lab) == []
+    assert "stopped after" in (tmp_path / "logs" / "edge-b.log").read_text()  # graceful, log fetched after
+
+    rc, text = remote(capsys, "teardown", f"topology={hosts}")  # nothing left to stop: still fine
+    assert rc == 0 and text.count("no pid file") == 2, text
+    rc, text = remote(capsys, "status", f"topology={hosts}")
+    assert rc == 1 and text.count("not running") == 2, text
+
+
+def test_ctrl_c_during_deploy_rolls_back_every_host(lab, tmp_path):
+    known = lab.known_hosts("a", "b")
+    launcher = Launcher(Topology([lab.node("a", "edge-a", free_port("127.0.0.2"), known),
+                                  lab.node("b", "edge-b", free_port("127.0.0.3"), known)]), log_dir=tmp_path)
+
+    def ctrl_c_once_both_started() -> None:
+        deadline = time.monotonic() + 120
+        while len(launcher.started) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not launcher.endpoints:  # still loading: the interrupt lands inside deploy()
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=ctrl_c_once_both_started, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        launcher.deploy()
+        launcher.teardown()  # only reached if the workers were healthy before the interrupt
+        pytest.fail("deploy finished before the interrupt")
+    assert lab.worker_pids() == [] and pid_files(lab) == []
+    assert launcher.started == {}

@@ -1,0 +1,116 @@
+"""Faults while deploying to real sshd hosts: one clear line naming the host and what failed, the
+other host rolled back, and no worker process or PID file left anywhere."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from hode.cluster.topology import Topology
+from remote.errors import RemoteError
+from remote.launcher import Launcher
+from sshd import Blackhole, free_port, lab_fixture
+
+lab = pytest.fixture(scope="module")(lab_fixture)
+
+
+def pid_files(lab) -> list:
+    return [p for h in lab.hosts.values() for p in h.work_dir.glob("workers/*.pid")]
+
+
+def deploy_with_bad_b(lab, tmp_path, worker_port: int | None = None, **ssh) -> str:
+    """Deploy a good worker to host a and a faulty one to host b; the one-line error it must raise."""
+    known = lab.known_hosts("a", "b")
+    good = lab.node("a", "good", free_port("127.0.0.2"), known)
+    bad = lab.node("b", "bad", worker_port or free_port("127.0.0.3"), known)
+    bad["ssh"].update(ssh)
+    launcher = Launcher(Topology([good, bad], name="faults"), log_dir=tmp_path / "logs")
+    with pytest.raises(RemoteError) as e:
+        launcher.deploy()
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("remote host bad (")
+    assert lab.worker_pids() == []  # rolled back on every host: no orphan worker
+    assert pid_files(lab) == []
+    assert launcher.started == {}
+    return msg
+
+
+def test_unreachable_host(lab, tmp_path):
+    hole = Blackhole("127.0.0.9")  # SYNs dropped: connect() times out like a host that is down
+    try:
+        msg = deploy_with_bad_b(lab, tmp_path, host=hole.address, port=hole.port, connect_timeout=1.5)
+    finally:
+        hole.close()
+    assert f"(root@127.0.0.9:{hole.port}): unreachable (no answer within 1.5 s)" in msg.replace(lab.user, "root")
+
+
+def test_refused_connection(lab, tmp_path):
+    closed = free_port("127.0.0.3")  # nothing listens there
+    msg = deploy_with_bad_b(lab, tmp_path, port=closed)
+    assert f"@127.0.0.3:{closed}): connection refused (no SSH server on port {closed})" in msg
+
+
+def test_wrong_user(lab, tmp_path):
+    msg = deploy_with_bad_b(lab, tmp_path, user="nosuchuser")
+    assert "(nosuchuser@127.0.0.3:" in msg and f"authentication failed for user 'nosuchuser' with {lab.user_key}" in msg
+
+
+def test_wrong_key(lab, tmp_path):
+    msg = deploy_with_bad_b(lab, tmp_path, key_file=str(lab.wrong_key))
+    assert f"authentication failed for user '{lab.user}' with {lab.wrong_key}" in msg
+
+
+def test_host_key_mismatch(lab, tmp_path):
+    known = lab.root / "known_swapped"
+    a, b = lab.hosts["a"], lab.hosts["b"]
+    known.write_text(a.known_hosts_line() + b.known_hosts_line(key=a.host_key))  # b "became" another machine
+    msg = deploy_with_bad_b(lab, tmp_path, known_hosts=str(known))
+    assert "host key CHANGED" in msg and "refusing to connect" in msg
+
+
+def test_missing_python(lab, tmp_path):
+    msg = deploy_with_bad_b(lab, tmp_path, python="/nonexistent/bin/python3")
+    assert "python interpreter '/nonexistent/bin/python3' not found or not executable on the host" in msg
+
+
+def test_worker_port_already_taken(lab, tmp_path):
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.3", 0))
+    squatter.listen(1)
+    port = squatter.getsockname()[1]
+    try:
+        msg = deploy_with_bad_b(lab, tmp_path, worker_port=port)
+    finally:
+        squatter.close()
+    assert f"port {port} on 127.0.0.3 is already taken (Address already in use)" in msg
+
+
+def test_worker_dying_at_start_rolls_back_the_other_host(lab, tmp_path):
+    # A CUDA device on a CPU-only host: the worker starts, then dies loading its detector.
+    msg = deploy_with_bad_b(lab, tmp_path, torch_device="cuda:0")
+    assert "worker bad died at start:" in msg
+    assert "CUDA" in msg or "cuda" in msg  # the worker's own last error line
+    assert "stopped 1 worker(s) already started" in msg  # the good worker on host a was rolled back
+    assert (tmp_path / "logs" / "good.log").is_file()  # its log was fetched before it went away
+
+
+def test_teardown_never_kills_a_process_that_is_not_the_worker(lab, tmp_path):
+    """A PID file whose PID now belongs to another process (PID reuse): refused, the process lives."""
+    known = lab.known_hosts("b")
+    node = lab.node("b", "reused", free_port("127.0.0.3"), known)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        pidfile = lab.hosts["b"].work_dir / "workers" / "reused.pid"
+        pidfile.parent.mkdir(exist_ok=True)
+        pidfile.write_text(json.dumps({"pid": bystander.pid, "token": "not-its-token", "port": 1}))
+        launcher = Launcher(Topology([node], name="reuse"), log_dir=tmp_path)
+        with pytest.raises(RemoteError, match=rf"pid {bystander.pid} is not the worker the launcher started"):
+            launcher.teardown(all_found=True)
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+        pidfile.unlink(missing_ok=True)

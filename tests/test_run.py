@@ -1,0 +1,54 @@
+"""``python run.py`` end to end as a user runs it, and its one-line errors on bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+SMALL = ["logger=none", "progress=false", "dataset.width=1024", "dataset.height=768", "dataset.frames=2", "runner=inline"]
+KEYS = {"task", "frames", "fps", "latency_ms", "map50", "map50_95", "tiles", "overhead_ms", "nodes", "config"}
+
+
+def run(args, repo_root, timeout=240):
+    return subprocess.run([sys.executable, "run.py", *args], cwd=repo_root, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_run_writes_results_json_with_every_key(repo_root, tmp_path):
+    out = run(SMALL + [f"hydra.run.dir={tmp_path}"], repo_root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads((tmp_path / "results.json").read_text())
+    assert KEYS <= set(r)
+    assert r["task"] == "run" and r["frames"] == 2 and r["fps"] > 0
+    assert set(r["latency_ms"]) == {"p50", "p95", "p99"} and r["latency_ms"]["p50"] > 0
+    assert 0 <= r["map50"] <= 1 and 0 <= r["map50_95"] <= r["map50"]
+    assert r["tiles"]["total"] == 2 * 4 and r["tiles"]["processed"] + r["tiles"]["skipped"] == 8
+    assert set(r["overhead_ms"]) == {"tile", "filter", "schedule", "merge"}
+    assert sum(n["items"] for n in r["nodes"]) == r["tiles"]["processed"]
+    assert r["config"]["dataset"]["frames"] == 2
+    assert "fps=" in out.stdout and "mAP50=" in out.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["tiling.tile=0"], "tiling.tile must be a positive integer"),
+    (["tiling.tile=-512"], "tiling.tile must be a positive integer"),
+    (["tiling.pad=[600,10]"], "must be smaller than tiling.tile"),
+    (["scheduler=nosuch"], "unknown scheduler option 'nosuch'"),
+    (["detector.weights=/nonexistent/w.pt"], "no such file: /nonexistent/w.pt"),
+    (["dataset.frames=-1"], "dataset.frames must be a positive integer"),
+])
+def test_bad_input_gives_one_line_error(repo_root, tmp_path, args, message):
+    out = run(SMALL + args + [f"hydra.run.dir={tmp_path}"], repo_root, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [l for l in out.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_input_weights_file_that_is_not_a_checkpoint(repo_root, tmp_path):
+    bad = tmp_path / "fake.pt"
+    bad.write_bytes(b"\x00garbage" * 100)
+    out = run(SMALL + [f"detector.weights={bad}", "topology=single", f"hydra.run.dir={tmp_path}"], repo_root, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().startswith("error: ") and "not a YOLO checkpoint" in out.stderr
+    assert "Traceback" not in out.stderr
