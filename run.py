@@ -38,16 +38,33 @@ def _check_options(argv: list[str]) -> None:
 def main(cfg: DictConfig) -> None:
     from hydra.utils import get_method
 
+    from experiments.sweep import SweepJob
+
     logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    job = SweepJob.current(cfg)  # a job of a multirun (-m): a failure is recorded, the sweep goes on
+    if job is not None:
+        if job.finished_before():  # experiment.resume=true: done in an earlier try of this sweep
+            job.skipped()
+            return
+        job.prepare()
     try:
         task = get_method(cfg.task._target_)  # the task's function; its settings live in cfg.task
         task(cfg)
     except HodeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_USER_ERROR)
+        if job is None:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
+        job.failed(e)
     except KeyboardInterrupt:
         print("interrupted: results of the finished frames were written", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:
+        if job is None:
+            raise
+        job.failed(e)
+    else:
+        if job is not None:
+            job.ok()
 
 
 if __name__ == "__main__":

@@ -74,8 +74,15 @@ def overheads(backend: LiveBackend, image: np.ndarray, pings: int) -> dict:
             service = outcomes(reply, received)[0].service_s
             vs_service.append(rtt - service)
             vs_server.append(rtt - server_time_s(reply))
+    status = []  # the floor: an empty Status call, no payload, no queue, no device thread
+    for link in backend._links:
+        for _ in range(pings):
+            t0 = time.perf_counter()
+            link.client.status()
+            status.append(time.perf_counter() - t0)
     ms = lambda a: float(np.median(a) * 1000)  # noqa: E731
     return {"rtt_minus_service_ms_p50": ms(vs_service), "rtt_minus_worker_time_ms_p50": ms(vs_server),
+            "status_rpc_ms_p50": ms(status),
             "rtt_minus_service_ms_p90": float(np.percentile(vs_service, 90) * 1000), "encode_ms_p50": ms(encode),
             "calls": len(vs_service), "payload_bytes": len(req.tiles[0].data)}
 
@@ -137,6 +144,7 @@ def main() -> None:
     print(f"  round trip - service time      {over['rtt_minus_service_ms_p50']:7.2f} ms   (target <= 2 ms; "
           f"ratio to target {over['rtt_minus_service_ms_p50'] / 2.0:.2f})")
     print(f"  round trip - time in worker    {over['rtt_minus_worker_time_ms_p50']:7.2f} ms")
+    print(f"  an empty Status call (floor)   {over['status_rpc_ms_p50']:7.2f} ms")
     print(f"  camera-side encode             {over['encode_ms_p50']:7.2f} ms (not in the round trip)")
     print(f"throughput, {args.tiles} tiles per worker, paced tile {results['paced_tile_ms']:.0f} ms:")
     print(f"  sum of standalone rates        {sum(standalone):7.2f} tiles/s  ({', '.join(f'{r:.2f}' for r in standalone)})")

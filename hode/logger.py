@@ -27,8 +27,9 @@ class WandbLogger(NullLogger):
     """
 
     def __init__(self, project: str = "hode", mode: str = "offline", entity: str | None = None,
-                 group: str | None = None, log_every: int = 1) -> None:
+                 group: str | None = None, log_every: int = 1, tags: list[str] | None = None) -> None:
         self.project, self.mode, self.entity, self.group, self.log_every = project, mode, entity, group, log_every
+        self.tags = list(tags or [])  # added to every run's own tags (a sweep adds its experiment name)
         self._run = None
 
     def _safe(self, what: str, fn, *a, **kw):
@@ -48,7 +49,8 @@ class WandbLogger(NullLogger):
 
         self._run = self._safe("init", wandb.init, project=self.project, entity=self.entity, group=self.group,
                                mode=os.environ.get("WANDB_MODE", self.mode), dir=str(run_dir), name=name,
-                               tags=tags or [], config=config, reinit="finish_previous")
+                               tags=list(dict.fromkeys([*(tags or []), *self.tags])), config=config,
+                               reinit="finish_previous")
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         if step is not None and step % self.log_every:

@@ -78,7 +78,7 @@ def cmd_deploy(args, out: Path) -> int:
         host, port = (w.host.host, w.port) if w.name in tunnels else endpoints[w.name]
         note = " (loopback of the host: reach it through ssh -L, or let runner=live deploy it)" if w.name in tunnels else ""
         print(f"{w.name:<14} {state:<16} {host}:{port}{note}")
-    launcher._close_sessions()
+    launcher.disconnect()
     return 0
 
 

@@ -105,9 +105,11 @@ def cmd_start(a):
     pidfile, logfile, spec_path = a["pidfile"], a["logfile"], a["spec_path"]
     info = _read_json(pidfile)
     if info and _alive(info["pid"]) and _verified(info):
-        if _read(spec_path) != a["spec_text"].strip():
-            raise Fail("worker %s is already running (pid %d) with other settings; stop it first "
-                       "(python -m remote teardown ...)" % (os.path.basename(spec_path).split(".")[0], info["pid"]))
+        differ = _differences(_read_json(spec_path) or {}, json.loads(a["spec_text"]))
+        if differ:
+            raise Fail("worker %s is already running (pid %d) with other settings (%s); stop it first "
+                       "(python -m remote teardown ...)" % (os.path.basename(spec_path).split(".")[0], info["pid"],
+                                                            ", ".join(differ)))
         return {"pid": info["pid"], "existing": True}  # the same worker, started earlier: used as it is
     tmp = spec_path + ".tmp"
     with open(tmp, "w") as f:
@@ -255,6 +257,18 @@ def _write_json(path, obj):
     with open(tmp, "w") as f:
         json.dump(obj, f)
     os.replace(tmp, path)
+
+
+def _differences(old, new, prefix=""):
+    """Dotted names of the settings that differ between two worker specs."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, prefix + key + ".")
+        elif a != b:
+            out.append(prefix + key)
+    return out
 
 
 def _tail(path, lines):

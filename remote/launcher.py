@@ -8,6 +8,7 @@ launcher started (by PID, verified) and fetches their logs; ``teardown(all_found
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -17,6 +18,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from hode.cluster.topology import Topology
+from hode.edge.server import WorkerSpec as EdgeWorkerSpec
+from hode.errors import HodeError
 from remote.artifacts import Artifact, project_wheel, weights_file
 from remote.errors import RemoteError
 from remote.host import HostSession
@@ -128,7 +131,10 @@ class Launcher:
 
             spec["profile"] = read_profile(spec["device_kind"], spec.get("profiles_dir"))
             spec["profiles_dir"] = None
-        return spec
+        try:  # checked here, not on the host; every field spelled out, so equal settings compare equal
+            return dataclasses.asdict(EdgeWorkerSpec(**spec))
+        except (HodeError, TypeError, ValueError) as e:
+            raise RemoteError(f"{s.who}: worker {w.name}: {e}") from None
 
     def _check_cancel(self, s: HostSession) -> None:
         if self._cancel.is_set():
@@ -141,7 +147,7 @@ class Launcher:
         errors = self._stop(list(self.started.values()), fetch_logs=True, report=report, grace_s=1.0)
         for e in errors:
             log.warning("rollback: %s", e)
-        self._close_sessions()
+        self.disconnect()
         return sum(bool(r.get("stopped")) for r in report)
 
     # ----- teardown and inspection -------------------------------------------------------------
@@ -164,7 +170,7 @@ class Launcher:
             targets, errors = list(self.started.values()), []
         report: list[dict] = []
         errors += self._stop(targets, fetch_logs=True, report=report)
-        self._close_sessions()
+        self.disconnect()
         if errors:
             raise RemoteError("teardown incomplete: " + "; ".join(str(e) for e in errors))
         return report
@@ -220,7 +226,7 @@ class Launcher:
                     serving = client.serving(timeout=2.0)
                     client.close()
                 rows.append({"node": w.name, "host": s.spec.label, "port": w.port, **st, "serving": serving})
-        self._close_sessions()
+        self.disconnect()
         return rows
 
     def fetch_logs(self, dest: Path, lines: int = 20) -> list[dict]:
@@ -232,10 +238,11 @@ class Launcher:
                 path = s.fetch_log(w, dest)
                 tail = s.agent("tail", {"path": s.files(w)["log"], "lines": lines})["text"] if path else ""
                 rows.append({"node": w.name, "host": s.spec.label, "log": str(path) if path else None, "tail": tail})
-        self._close_sessions()
+        self.disconnect()
         return rows
 
-    def _close_sessions(self) -> None:
+    def disconnect(self) -> None:
+        """Close every SSH connection (and tunnel); workers keep running."""
         for s in self.sessions.values():
             s.close()
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,12 @@ lab = pytest.fixture(scope="module")(lab_fixture)
 FAST_RUN = ["dataset.frames=2", "dataset.width=1024", "dataset.height=768", "logger=none", "progress=false"]
 
 
+def run_py(*overrides: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline", YOLO_OFFLINE="1")
+    return subprocess.run([sys.executable, "run.py", *overrides], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
 def pid_files(lab) -> list:
     return [p for h in lab.hosts.values() for p in h.work_dir.glob("workers/*.pid")]
 
@@ -31,10 +38,8 @@ def test_run_live_deploys_runs_and_tears_down(lab, tmp_path):
     known = lab.known_hosts("a", "b")
     pa, pb = free_port("127.0.0.2"), free_port("127.0.0.3")
     hosts = lab.topology([lab.node("a", "edge-a", pa, known, model="yolov5n"),
-                          lab.node("b", "edge-b", pb, known, model="yolov5s", tunnel=True)])
-    env = dict(os.environ, WANDB_MODE="offline", YOLO_OFFLINE="1")
-    r = subprocess.run([sys.executable, "run.py", "runner=live", f"topology={hosts}", *FAST_RUN,
-                        f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+                          lab.node("b", "edge-b", pb, known, tunnel=True)])
+    r = run_py("runner=live", f"topology={hosts}", *FAST_RUN, f"hydra.run.dir={tmp_path}")
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["frames"] == 2
@@ -60,33 +65,40 @@ def test_cli_deploy_status_logs_teardown(lab, tmp_path, capsys):
     pa, pb = free_port("127.0.0.2"), free_port("127.0.0.3")
     hosts = lab.topology([lab.node("a", "edge-a", pa, known), lab.node("b", "edge-b", pb, known)])
     out = str(tmp_path / "logs")
+    # Pinned weights: the deploys must agree on them even if weights/ is retrained meanwhile.
+    pinned = tmp_path / "yolov5n.pt"
+    shutil.copy(ROOT / "weights" / "yolov5n-synth.pt", pinned)
+    topology = (f"topology={hosts}", f"detector.weights={pinned}")
 
-    rc, text = remote(capsys, "deploy", f"topology={hosts}", "--out", out)
+    rc, text = remote(capsys, "deploy", *topology, "--out", out)
     assert rc == 0, text
     assert f"edge-a         started          127.0.0.2:{pa}" in text
     assert f"edge-b         started          127.0.0.3:{pb}" in text
     pids = lab.worker_pids()
     assert len(pids) == 2
 
-    rc, text = remote(capsys, "status", f"topology={hosts}")
+    rc, text = remote(capsys, "status", *topology)
     assert rc == 0 and text.count("serving") == 2, text
 
-    rc, text = remote(capsys, "deploy", f"topology={hosts}")  # idempotent: same settings, same workers
+    rc, text = remote(capsys, "deploy", *topology)  # idempotent: same settings, same workers
     assert rc == 0 and text.count("already running") == 2, text
     assert lab.worker_pids() == pids
+    rc, text = remote(capsys, "deploy", *topology, "detector.conf=0.5")  # other settings: refused, not replaced
+    assert rc == 2 and "already running" in text and "with other settings (detector.conf)" in text, text
+    assert lab.worker_pids() == pids
 
-    rc, text = remote(capsys, "logs", f"topology={hosts}", "--out", out, "--lines", "5")
+    rc, text = remote(capsys, "logs", *topology, "--out", out, "--lines", "5")
     assert rc == 0, text
     assert "serving edge-a (yolov5n)" in (tmp_path / "logs" / "edge-a.log").read_text()
 
-    rc, text = remote(capsys, "teardown", f"topology={hosts}", "--out", out)
+    rc, text = remote(capsys, "teardown", *topology, "--out", out)
     assert rc == 0 and text.count("stopped pid") == 2, text
     assert lab.worker_pids() == [] and pid_files(lab) == []
     assert "stopped after" in (tmp_path / "logs" / "edge-b.log").read_text()  # graceful, log fetched after
 
-    rc, text = remote(capsys, "teardown", f"topology={hosts}")  # nothing left to stop: still fine
+    rc, text = remote(capsys, "teardown", *topology)  # nothing left to stop: still fine
     assert rc == 0 and text.count("no pid file") == 2, text
-    rc, text = remote(capsys, "status", f"topology={hosts}")
+    rc, text = remote(capsys, "status", *topology)
     assert rc == 1 and text.count("not running") == 2, text
 
 

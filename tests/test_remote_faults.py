@@ -10,7 +10,10 @@ import sys
 import pytest
 
 from hode.cluster.topology import Topology
+from remote.artifacts import project_wheel
 from remote.errors import RemoteError
+from remote.host import HostSession
+from remote.inventory import remote_workers
 from remote.launcher import Launcher
 from sshd import Blackhole, free_port, lab_fixture
 
@@ -44,7 +47,7 @@ def test_unreachable_host(lab, tmp_path):
         msg = deploy_with_bad_b(lab, tmp_path, host=hole.address, port=hole.port, connect_timeout=1.5)
     finally:
         hole.close()
-    assert f"(root@127.0.0.9:{hole.port}): unreachable (no answer within 1.5 s)" in msg.replace(lab.user, "root")
+    assert f"@127.0.0.9:{hole.port}): unreachable (no answer within 1.5 s)" in msg
 
 
 def test_refused_connection(lab, tmp_path):
@@ -114,3 +117,39 @@ def test_teardown_never_kills_a_process_that_is_not_the_worker(lab, tmp_path):
         bystander.kill()
         bystander.wait()
         pidfile.unlink(missing_ok=True)
+
+
+def session(lab, name: str, **ssh) -> HostSession:
+    node = lab.node("b", name, free_port("127.0.0.3"), lab.known_hosts("b"))
+    node["ssh"].update(ssh)
+    (w,) = remote_workers(Topology([node]))
+    return HostSession(w.host, [w])
+
+
+def test_install_without_venv_goes_to_a_site_dir_for_the_configured_interpreter(lab, tmp_path):
+    s = session(lab, "plain", venv=False, work_dir=str(tmp_path / "plain"))
+    wheel = project_wheel()
+    try:
+        s.bootstrap()
+        path, uploaded = s.upload(wheel, f"dist/{wheel.sha256[:12]}")
+        assert uploaded and s.upload(wheel, f"dist/{wheel.sha256[:12]}") == (path, False)  # same hash: no upload
+        assert s.install(path, wheel.sha256) is True and s.install(path, wheel.sha256) is False  # cached
+        assert s.python == sys.executable and s.pythonpath == str(tmp_path / "plain" / "site")
+        assert (tmp_path / "plain" / "site" / "hode" / "edge" / "server.py").is_file()
+    finally:
+        s.close()
+
+
+def test_host_python_without_pip_is_one_clear_line(lab, tmp_path):
+    bare = tmp_path / "bare"  # an interpreter that has neither pip nor the project's dependencies
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    s = session(lab, "nopip", venv=False, python=str(bare / "bin" / "python"), work_dir=str(tmp_path / "w"))
+    wheel = project_wheel()
+    try:
+        s.bootstrap()
+        path, _ = s.upload(wheel, "dist")
+        with pytest.raises(RemoteError, match=r"^remote host nopip \(.*\): pip is not available to .*bare/bin/python; "
+                                              r"install it on the host"):
+            s.install(path, wheel.sha256)
+    finally:
+        s.close()

@@ -260,11 +260,11 @@ class SyntheticCrowd:
                 return
             yield k, layout, people
 
-    def ground_truth(self) -> Iterator[tuple[int, Detections]]:
-        """``(index, gt)`` of the same frames as iterating, without rendering images (fast: the
-        flow filter trains on thousands of count matrices, not pixels)."""
-        for k, layout, people in self._selected():
-            yield k, self._ground_truth(people, self._place(layout, people))
+    def gt_frames(self) -> Iterator[Detections]:
+        """Ground truth of the same frames as iterating, without rendering images (fast: the flow
+        filter trains on thousands of count matrices, not pixels)."""
+        for _, layout, people in self._selected():
+            yield self._ground_truth(people, self._place(layout, people))
 
     def __iter__(self) -> Iterator[Frame]:
         for k, layout, people in self._selected():

@@ -3,9 +3,9 @@
 A :class:`TrackSequence` keeps the boxes of every frame (not only counts): closed-loop evaluation
 needs to know which pedestrians a kept tile's padded crop would see. Sources:
 
-- any frame source of the harness (``dataset=...``): boxes from ``ground_truth()`` when the source
-  has that fast path (the synthetic crowd does: no image is rendered), else from ``Frame.gt``;
-- the real TUD-Campus / TUD-Stadtmitte tracks bundled with ``motmetrics`` (see :mod:`hode.filter.mot_tracks`).
+- any frame source of the harness (``dataset=...``): boxes from ``gt_frames()`` when the source
+  has that fast path (the synthetic crowd and MOT tracks do: no image is rendered), else from
+  ``Frame.gt``; the real TUD-Campus / TUD-Stadtmitte tracks come through ``dataset=mot``.
 
 Splits never mix frames: synthetic data is split by scene (seed), a single video by contiguous
 time blocks (:func:`split_blocks`), so a validation or test frame is never a training frame's
@@ -41,23 +41,36 @@ class TrackSequence:
         return TrackSequence(f"{self.name}[{tag}]", self.width, self.height, self.boxes[start:stop])
 
 
+def _frame_size(source) -> tuple[int, int] | None:
+    """``(width, height)`` a source declares (synthetic: width/height; MOT: size), else None."""
+    if getattr(source, "size", None) is not None:
+        w, h = source.size
+        return int(w), int(h)
+    if getattr(source, "width", None) and getattr(source, "height", None):
+        return int(source.width), int(source.height)
+    return None
+
+
 def from_source(source) -> TrackSequence:
-    """All ground-truth boxes of a harness frame source (``build(cfg.dataset)``)."""
+    """All ground-truth boxes of a harness frame source (``build(cfg.dataset)``).
+
+    Sources with a ``gt_frames()`` fast path (synthetic, MOT) give boxes without images; others
+    are iterated frame by frame.
+    """
     name = getattr(source, "name", type(source).__name__)
+    size = _frame_size(source)
     boxes: list[np.ndarray] = []
-    if hasattr(source, "ground_truth") and hasattr(source, "width") and hasattr(source, "height"):
-        for _, gt in source.ground_truth():
-            boxes.append(gt.boxes.copy())
-        return TrackSequence(name, int(source.width), int(source.height), boxes)
-    size = None
-    for frame in source:
-        if frame.gt is None:
-            raise DataError(f"dataset {name} has no ground truth on frame {frame.index}: the flow filter needs tracks")
-        size = frame.shape
-        boxes.append(frame.gt.boxes.copy())
-    if size is None:
+    if hasattr(source, "gt_frames") and size is not None:
+        boxes = [gt.boxes.copy() for gt in source.gt_frames()]
+    else:
+        for frame in source:
+            if frame.gt is None:
+                raise DataError(f"dataset {name} has no ground truth on frame {frame.index}: the flow filter needs tracks")
+            size = (frame.shape[1], frame.shape[0])
+            boxes.append(frame.gt.boxes.copy())
+    if not boxes or size is None:
         raise DataError(f"dataset {name} yielded no frames")
-    return TrackSequence(name, size[1], size[0], boxes)
+    return TrackSequence(name, size[0], size[1], boxes)
 
 
 def split_blocks(seq: TrackSequence, ratios=(3, 1, 1)) -> list[TrackSequence]:

@@ -32,6 +32,10 @@ class Scheduler(ABC):
     name = "base"
     uses_filter = True  # False for schedulers that send whole frames (the filter is bypassed)
 
+    def __init__(self, name: str | None = None) -> None:
+        if name:  # the config option's name (results and run names use it)
+            self.name = name
+
     def work(self, frame: Frame, tiler: Tiler, keep: np.ndarray, counts: np.ndarray,
              last: Detections) -> list[WorkItem]:
         """What to detect in this frame; ``last`` is the previous frame's merged detections."""
@@ -59,7 +63,8 @@ class RoundRobin(Scheduler):
 
     name = "roundrobin"
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name)
         self._next = 0
 
     def assign(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:

@@ -146,7 +146,7 @@ class ReplayBuffer:
 class DQNAgent:
     """Q-network, target network, replay memory and the numpy copy used to act."""
 
-    def __init__(self, nodes: int, step: float = 0.1, hidden: int = 64, lr: float = 1e-3, gamma: float = 0.5,
+    def __init__(self, nodes: int, step: float = 0.1, hidden: int = 64, lr: float = 1e-3, gamma: float = 0.2,
                  buffer_size: int = 50_000, batch_size: int = 64, learn_every: int = 4,
                  target_every: int = 250, n_ref: float = 40.0, action_embedding: bool = True, seed: int = 0) -> None:
         check(isinstance(nodes, int) and nodes >= 1, f"the DQN needs at least one node, got {nodes!r}")
@@ -289,10 +289,11 @@ class DQNScheduler(Scheduler):
     name = "dqn"
 
     def __init__(self, ckpt: str | None = None, step: float = 0.1, hidden: int = 64, lambda1: float = 1.0,
-                 lambda2: float = 1.0, n_ref: float = 40.0, dispatch: str = "accuracy_aware", online: bool = False,
-                 epsilon: float = 0.05, lr: float = 1e-4, gamma: float = 0.5, buffer_size: int = 10_000,
+                 lambda2: float = 100.0, n_ref: float = 40.0, dispatch: str = "accuracy_aware", online: bool = False,
+                 epsilon: float = 0.05, lr: float = 1e-4, gamma: float = 0.2, buffer_size: int = 10_000,
                  batch_size: int = 64, learn_every: int = 4, target_every: int = 250, learning_starts: int = 64,
-                 action_embedding: bool = True, seed: int = 0) -> None:
+                 action_embedding: bool = True, seed: int = 0, name: str | None = None) -> None:
+        super().__init__(name)
         self.ckpt = ckpt
         self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
         check(self.lambda1 >= 0 and self.lambda2 >= 0, f"scheduler.lambda1/lambda2 must be >= 0, got {lambda1}, {lambda2}")

@@ -50,7 +50,8 @@ class ElfBased(Scheduler):
     name = "elf"
     uses_filter = False  # Elf predicts locations itself
 
-    def __init__(self, expand: float = 0.3, min_side: int = 32) -> None:
+    def __init__(self, expand: float = 0.3, min_side: int = 32, name: str | None = None) -> None:
+        super().__init__(name)
         check(expand >= 0, f"scheduler.expand must be >= 0, got {expand!r}")
         check(isinstance(min_side, int) and min_side >= 1, f"scheduler.min_side must be a positive integer, got {min_side!r}")
         self.expand, self.min_side = expand, min_side

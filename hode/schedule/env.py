@@ -28,7 +28,7 @@ from hode.cluster.profiles import TILE_PIXELS, LoadTrace
 from hode.cluster.sim import NodeQueues
 from hode.cluster.topology import Topology
 from hode.errors import check
-from hode.schedule.dqn import features, up_vector
+from hode.schedule.dqn import QUEUE_CLIP, TIME_CLIP, features, up_vector
 from hode.schedule.reward import reward
 from hode.schedule.shares import largest_remainder, simplex_actions
 from hode.types import NodeState
@@ -80,7 +80,8 @@ class SchedulingEnv(gym.Env):
         if self.fixed_trace is not None:
             self.fixed_trace.check_nodes([n.name for n in topology])
         self.actions = simplex_actions(m, step)
-        self.observation_space = gym.spaces.Box(0.0, np.inf, (2 * m + 2,), np.float32)
+        high = np.array([QUEUE_CLIP] * m + [1.0] * m + [len(self.pixels) / n_ref, TIME_CLIP], np.float32)
+        self.observation_space = gym.spaces.Box(np.zeros_like(high), high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(len(self.actions))
         self._rng = np.random.default_rng(seed)
 

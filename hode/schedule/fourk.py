@@ -21,8 +21,9 @@ class InferFourK(Scheduler):
     name = "fourk"
     uses_filter = False
 
-    def __init__(self, power: dict[str, float] | None = None) -> None:
+    def __init__(self, power: dict[str, float] | None = None, name: str | None = None) -> None:
         """``power``: node name -> relative compute power; None uses each node's measured speed."""
+        super().__init__(name)
         if power is not None:
             check(isinstance(power, dict) and all(float(v) > 0 for v in power.values()),
                   f"scheduler.power must map node names to positive numbers, got {power!r}")

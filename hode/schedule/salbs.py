@@ -16,7 +16,8 @@ from hode.types import NodeState, WorkItem
 class SpeedAware(Scheduler):
     name = "salbs"
 
-    def __init__(self, dispatch: str = "in_order") -> None:
+    def __init__(self, dispatch: str = "in_order", name: str | None = None) -> None:
+        super().__init__(name)
         self.dispatch = get_dispatch(dispatch)
 
     def assign(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:

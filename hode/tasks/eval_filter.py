@@ -30,17 +30,15 @@ log = logging.getLogger(__name__)
 
 def test_sequences(cfg: DictConfig) -> list[TrackSequence]:
     t = cfg.task
-    if t.source == "tud":
-        from hode.filter.mot_tracks import tud_tracks
-
-        seqs = tud_tracks(list(t.tud_sequences))
+    if t.source == "mot":
+        seqs = [from_source(build(load_option("dataset", "mot"), path=str(p))) for p in t.mot_paths]
     elif t.source == "dataset":
         if t.split == "seed":
             check("seed" in cfg.dataset, f"task.split=seed needs a dataset with a seed, {cfg.dataset._target_} has none")
             return [from_source(build(cfg.dataset, seed=int(s), frames=int(t.frames))) for s in t.seeds]
         seqs = [from_source(build(cfg.dataset))]
     else:
-        raise ConfigError(f"task.source must be 'dataset' or 'tud', got {t.source!r}")
+        raise ConfigError(f"task.source must be 'dataset' or 'mot', got {t.source!r}")
     check(t.split in ("time", "all"), f"task.split must be 'seed', 'time' or 'all', got {t.split!r}")
     # time: the test block (last fifth) of each video, as train_filter's split=time held it out
     return seqs if t.split == "all" else [split_blocks(s, (3, 1, 1))[2] for s in seqs]

@@ -2,7 +2,7 @@
 
 Data: ground-truth tracks turned into per-tile count matrices, from ``dataset=...`` (one scene per
 seed for the synthetic crowd: ``split=seed``; or contiguous time blocks of a video: ``split=time``)
-or from the real TUD tracks bundled with motmetrics (``task.source=tud``), split train:val:test
+or from MOT tracks, e.g. the real TUD tracks bundled with motmetrics (``task.source=mot``), split train:val:test
 3:1:1 with no frame shared between splits. Validation picks the checkpoint (val F1 at the
 target recall), stops early, and then chooses the keep threshold for the target recall by
 closed-loop rollouts on the validation sequences. The small checkpoint (kilobytes) goes to
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hode.config import build
+from hode.config import build, load_option
 from hode.errors import ConfigError, check
 from hode.filter.evaluate import evaluate
 from hode.filter.st import STFilter, save_checkpoint
@@ -33,11 +33,9 @@ SPLITS = ("train", "val", "test")
 def load_splits(cfg: DictConfig) -> dict[str, list[TrackSequence]]:
     """Train / val / test track sequences as ``task.source`` and ``task.split`` say."""
     t = cfg.task
-    if t.source == "tud":
-        from hode.filter.mot_tracks import tud_tracks
-
-        seqs = tud_tracks(list(t.tud_sequences))
-        check(t.split == "time", "task.source=tud has two videos: use task.split=time (3:1:1 time blocks)")
+    if t.source == "mot":
+        seqs = [from_source(build(load_option("dataset", "mot"), path=str(p))) for p in t.mot_paths]
+        check(t.split != "seed", "task.source=mot: split MOT videos by time (task.split=time, 3:1:1 blocks)")
     elif t.source == "dataset":
         if t.split == "seed":
             check("seed" in cfg.dataset, f"task.split=seed needs a dataset with a seed (synthetic), "
@@ -52,7 +50,7 @@ def load_splits(cfg: DictConfig) -> dict[str, list[TrackSequence]]:
             return out
         seqs = [from_source(build(cfg.dataset))]
     else:
-        raise ConfigError(f"task.source must be 'dataset' or 'tud', got {t.source!r}")
+        raise ConfigError(f"task.source must be 'dataset' or 'mot', got {t.source!r}")
     check(t.split == "time", f"task.split must be 'seed' or 'time', got {t.split!r}")
     blocks = [split_blocks(s, (3, 1, 1)) for s in seqs]
     return {split: [b[i] for b in blocks] for i, split in enumerate(SPLITS)}

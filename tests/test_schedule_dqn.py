@@ -1,0 +1,119 @@
+"""The DQN scheduler: masking of down nodes, checkpoints (and their refusals), online learning, and
+a short training run in the Gymnasium env over the simulator's queues for the paper's five nodes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hode.config import build, load_option
+from hode.errors import ConfigError, WeightsError
+from hode.schedule.dqn import DQNAgent, DQNScheduler, action_mask, features, train
+from hode.schedule.env import SchedulingEnv, play, scheduler_decide
+from hode.schedule.greedy import Greedy
+from hode.schedule.shares import simplex_actions
+from hode.types import NodeState, WorkItem
+
+
+@pytest.fixture(scope="module")
+def paper5():
+    return build(load_option("topology", "paper5"))
+
+
+def states(speeds, queues=None, up=None) -> list[NodeState]:
+    queues = queues or [0] * len(speeds)
+    up = up or [True] * len(speeds)
+    return [NodeState(f"n{i}", "yolov5s", i % 3, queue=q, speed=s, up=u) for i, (s, q, u) in enumerate(zip(speeds, queues, up))]
+
+
+def tiles(n: int) -> list[WorkItem]:
+    img = np.zeros((4, 4, 3), np.uint8)
+    return [WorkItem(0, k, (0, 0, 4, 4), img, "tile", float(k % 4)) for k in range(n)]
+
+
+def test_features_are_scale_free_and_blank_for_down_nodes():
+    a = features(states([10, 30], [4, 2]), 8, 40)
+    b = features(states([100, 300], [4, 2]), 8, 40)
+    assert np.allclose(a[:4], b[:4]) and a[4] == b[4] == pytest.approx(0.2)  # queue/n, speed share, n/n_ref
+    assert a[:4].tolist() == pytest.approx([0.5, 0.25, 0.25, 0.75])
+    assert a[5] == pytest.approx(10 * b[5])  # the seconds the cluster needs for the frame
+    c = features(states([10, 30], [4, 2], up=[True, False]), 8, 40)
+    assert c[:4].tolist() == pytest.approx([0.5, 0.0, 1.0, 0.0])
+
+
+def test_action_mask_and_the_scheduler_never_use_a_down_node():
+    actions = simplex_actions(3, 0.1)
+    mask = action_mask(actions, np.array([True, False, True]))
+    assert mask.sum() == 11 and np.all(actions[mask][:, 1] == 0)
+    s = DQNScheduler(ckpt=None, seed=1)  # untrained: arbitrary choices, but never a down node
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        nodes = states(list(rng.uniform(5, 50, 4)), list(rng.integers(0, 20, 4)), up=[True, False, True, False])
+        out = s.assign(tiles(int(rng.integers(1, 40))), nodes)
+        assert set(out) <= {0, 2}
+
+
+def test_checkpoint_round_trip_and_refusals(tmp_path):
+    agent = DQNAgent(5, seed=3)
+    obs = features(states([10, 20, 30, 40, 50], [1, 2, 3, 4, 5]), 20, 40)
+    path = agent.save(tmp_path / "dqn.pt", topology="paper5")
+    loaded = DQNAgent.load(path, nodes=5)
+    assert np.allclose(loaded.q_values(obs), agent.q_values(obs)) and loaded.meta["topology"] == "paper5"
+    with pytest.raises(WeightsError, match="trained for 5 nodes but the topology has 2"):
+        DQNAgent.load(path, nodes=2)
+    with pytest.raises(WeightsError, match="trained for 5 nodes"):
+        DQNScheduler(ckpt=str(path)).assign(tiles(4), states([1, 1]))
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(WeightsError, match="is not a DQN scheduler checkpoint"):
+        DQNAgent.load(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(WeightsError, match="no 'hode-dqn-scheduler' header"):
+        DQNAgent.load(other)
+    with pytest.raises(WeightsError, match="not found"):
+        DQNAgent.load(tmp_path / "missing.pt")
+
+
+def test_online_learning_stores_transitions_and_learns():
+    s = DQNScheduler(ckpt=None, online=True, epsilon=0.2, batch_size=16, learning_starts=16, learn_every=2, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        s.assign(tiles(int(rng.integers(4, 30))), states(list(rng.uniform(5, 50, 3)), list(rng.integers(0, 20, 3))))
+    assert s.agent.steps == 59 and len(s.losses) > 5 and all(np.isfinite(s.losses))
+
+
+def test_env_follows_the_gym_api_and_refuses_work_for_a_down_node(paper5):
+    from gymnasium.utils.env_checker import check_env
+
+    env = SchedulingEnv(paper5, frames=30, down_prob=0.0, seed=0)
+    check_env(env, skip_render_check=True)
+    o1, _ = env.reset(seed=7)
+    o2, info = env.reset(seed=7)
+    assert np.array_equal(o1, o2) and info["up"].all()  # deterministic for a seed
+    env.down = (0, 0, 30)
+    env._before = env.states()
+    with pytest.raises(ConfigError, match="down"):
+        env.step_counts([env.n] + [0] * 4)
+
+
+def test_env_rewards_balance(paper5):
+    """All tiles on one slow node is punished against a speed-proportional split."""
+    env = SchedulingEnv(paper5, frames=40, in_flight=2, lambda2=100.0, trace_events=0, down_prob=0.0, warm_prob=1.0)
+    fair = play(env, scheduler_decide(Greedy()), seed=1)
+    lopsided = play(env, lambda nodes, n: [0, 0, 0, 0, n], seed=1)
+    assert fair["reward"] > lopsided["reward"] and fair["fps"] > 2 * lopsided["fps"]
+
+
+def test_dqn_training_smoke_run_changes_q_values(paper5):
+    env = SchedulingEnv(paper5, frames=50, seed=0)
+    agent = DQNAgent(5, batch_size=32, learn_every=2, target_every=50, seed=0)
+    obs, _ = env.reset(seed=5)
+    q0 = agent.q_values(obs).copy()
+    rows = []
+    train(env, agent, 400, learning_starts=100, exploration_fraction=0.5, on_log=rows.append, log_every=100)
+    losses = [r["loss"] for r in rows if "loss" in r]
+    episodes = [r for r in rows if "episode_reward" in r]
+    assert agent.updates == 150 and len(losses) == 3 and all(np.isfinite(losses))
+    assert len(episodes) == 8 and all(r["episode_fps"] > 0 for r in episodes)
+    assert np.abs(agent.q_values(obs) - q0).max() > 1e-3
