@@ -38,9 +38,12 @@ def _check_options(argv: list[str]) -> None:
 def main(cfg: DictConfig) -> None:
     from hydra.utils import get_method
 
-    from experiments.sweep import SweepJob
+    from experiments.sweep import SweepJob, check_size
 
     logging.getLogger("ultralytics").setLevel(logging.WARNING)
+    from hode.edge.security import redact_hydra_outputs
+
+    redact_hydra_outputs()  # Hydra saved the config and overrides already: mask secret-looking values
     job = SweepJob.current(cfg)  # a job of a multirun (-m): a failure is recorded, the sweep goes on
     if job is not None:
         if job.finished_before():  # experiment.resume=true: done in an earlier try of this sweep
@@ -48,6 +51,7 @@ def main(cfg: DictConfig) -> None:
             return
         job.prepare()
     try:
+        check_size(cfg)  # +experiment=...: experiment.size names one of its sizes
         task = get_method(cfg.task._target_)  # the task's function; its settings live in cfg.task
         task(cfg)
     except HodeError as e:
@@ -56,6 +60,8 @@ def main(cfg: DictConfig) -> None:
             sys.exit(EXIT_USER_ERROR)
         job.failed(e)
     except KeyboardInterrupt:
+        if job is not None:  # a sweep stops here; the record says why (and a resumed sweep reruns it)
+            job._write("interrupted", error="interrupted (SIGINT/SIGTERM)")
         print("interrupted: results of the finished frames were written", file=sys.stderr)
         sys.exit(130)
     except Exception as e:

@@ -74,6 +74,17 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
+def check_size(cfg: DictConfig) -> None:
+    """``experiment.size`` must name one of ``experiment.sizes`` (else every size-dependent value fails)."""
+    from hode.errors import check
+
+    sizes = OmegaConf.select(cfg, "experiment.sizes", default=None)
+    if sizes is None:
+        return
+    size = OmegaConf.select(cfg, "experiment.size", default=None)
+    check(size in sizes, f"experiment.size must be one of {', '.join(map(str, sizes))}, got {size!r}")
+
+
 class SweepJob:
     """The current multirun job: its dir, its overrides, and the experiment it belongs to."""
 

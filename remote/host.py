@@ -50,6 +50,7 @@ class HostSession:
         self.pythonpath: str | None = None
         self.tunnels: dict[str, Tunnel] = {}
         self.weights: dict[str, str] = {}  # node -> weights path on the host
+        self.client_security = None  # hode.edge.security.EdgeSecurity of the camera (token, CA), if any
 
     # ----- connection and preparation --------------------------------------------------------
 
@@ -197,7 +198,7 @@ class HostSession:
         from hode.edge.server import address
 
         host, port = self.endpoint(worker)
-        client = EdgeClient(address(host, port))
+        client = EdgeClient(address(host, port), security=self.client_security)
         deadline = time.monotonic() + worker.start_timeout
         next_check = time.monotonic() + 1.0
         try:

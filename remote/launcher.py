@@ -30,10 +30,12 @@ log = logging.getLogger("remote")
 
 class Launcher:
     def __init__(self, topology: Topology, detector: DictConfig | None = None, log_dir: str | Path | None = None,
-                 worker_defaults: dict[str, Any] | None = None) -> None:
+                 worker_defaults: dict[str, Any] | None = None, client_security=None) -> None:
         """``detector``: the run's detector config (its shared settings reach every worker, as with
         the other runners); ``worker_defaults``: WorkerSpec fields for every worker (e.g. from the
-        live runner: max_message_mb, load_trace), under each node's own ``ssh.worker``."""
+        live runner: max_message_mb, load_trace), under each node's own ``ssh.worker``;
+        ``client_security``: the camera's :class:`hode.edge.security.EdgeSecurity` (token, CA) for
+        the health checks, when the workers require them (set in each node's ``ssh.worker``)."""
         self.topology = topology
         self.workers = remote_workers(topology)
         self.devices = {n.name: n.device for n in topology}
@@ -41,6 +43,8 @@ class Launcher:
         self.log_dir = Path(log_dir) if log_dir else None
         self.defaults = dict(worker_defaults or {})
         self.sessions: dict[HostSpec, HostSession] = {h: HostSession(h, ws) for h, ws in by_host(self.workers).items()}
+        for s in self.sessions.values():
+            s.client_security = client_security
         self.started: dict[str, tuple[HostSession, WorkerSpec, int]] = {}  # node -> (session, worker, pid)
         self.adopted: dict[str, int] = {}  # node -> pid of a worker an earlier deploy left running
         self.endpoints: dict[str, tuple[str, int]] = {}
@@ -222,7 +226,7 @@ class Launcher:
                 st = s.status(w)
                 serving = False
                 if st["alive"]:
-                    client = EdgeClient(address(*s.endpoint(w)))
+                    client = EdgeClient(address(*s.endpoint(w)), security=s.client_security)
                     serving = client.serving(timeout=2.0)
                     client.close()
                 rows.append({"node": w.name, "host": s.spec.label, "port": w.port, **st, "serving": serving})

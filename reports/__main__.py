@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="output dir (default: the sweep dir; with --all or several dirs: <root>/report)")
     ap.add_argument("--wandb", choices=("auto", "on", "off"), default="auto",
                     help="log the figures as W&B images: auto = when the sweep's jobs used logger=wandb")
+    ap.add_argument("--no-pdf", action="store_true", help="PNG only (e.g. for the README's pictures)")
+    ap.add_argument("--dpi", type=int, default=110, help="PNG resolution (default 110)")
     args = ap.parse_args(argv)
     if not args.dirs and not args.all:
         ap.error("name a sweep dir, or use --all")
@@ -28,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from reports.build import build_sections, write_report
     from reports.collect import find_jobs
+    from reports.common import OUTPUT
+
+    OUTPUT.update(pdf=not args.no_pdf, dpi=args.dpi)
 
     jobs = [j for d in dirs for j in find_jobs(d)]
     if not jobs:

@@ -12,12 +12,14 @@ from reports import paper
 from reports.collect import Job, latest_per_experiment
 from reports.common import COLORS, Section, bar_labels, failed_lines, fmt, md_table, no_data, save, setup_lines
 from reports.filters import fig12
+from reports.headline import bench
 from reports.methods import fig11, fig13
 from reports.motivation import fig2, fig3
 from reports.training import fig8, fig9
 
 FIGURES: dict[str, Callable[[list[Job], Path], Section]] = {
     "fig2": fig2, "fig3": fig3, "fig8": fig8, "fig9": fig9, "fig11": fig11, "fig12": fig12, "fig13": fig13,
+    "bench": bench,
 }
 CONTAINERS = {"paper"}  # experiments whose jobs only run other sweeps
 

@@ -26,6 +26,7 @@ class Job:
     error: str | None = None
     overrides: list[str] = field(default_factory=list)
     record: dict = field(default_factory=dict)
+    sibling_experiment: str | None = None  # what the other jobs of its sweep ran (for jobs without a config)
 
     @property
     def sweep(self) -> Path:
@@ -33,7 +34,10 @@ class Job:
 
     @property
     def experiment(self) -> str:
-        return str(get(self.config, "experiment.name") or "other")
+        """experiment.name of its config, else of its job record, else its sweep siblings', else "other"."""
+        rec = self.record.get("experiment")
+        return str(get(self.config, "experiment.name") or (rec if rec and rec != "sweep" else None)
+                   or self.sibling_experiment or "other")
 
     @property
     def method(self) -> str:
@@ -51,8 +55,9 @@ class Job:
     @property
     def name(self) -> str:
         """Short job name for tables: the sweep's own overrides."""
-        own = [o for o in job_overrides(self.overrides) if not o.startswith(("+experiment=", "experiment.size="))]
-        return " ".join(own) or self.dir.name
+        own = [o for o in job_overrides(self.overrides)
+               if not o.startswith(("+experiment=", "experiment.size=", "logger=", "hydra."))]
+        return " ".join(own) or f"job {self.dir.name}"
 
     def r(self, path: str, default: Any = None) -> Any:
         """A value from results.json by dotted path (``latency_ms.p95``)."""
@@ -132,7 +137,15 @@ def find_jobs(root: Path) -> list[Job]:
         dirnames[:] = sorted(n for n in dirnames if n not in SKIP_DIRS and not n.startswith("."))
         if is_job_dir(d):
             found.append(d)
-    return [load_job(d) for d in sorted(found, key=_job_order)]
+    jobs = [load_job(d) for d in sorted(found, key=_job_order)]
+    known: dict[Path, set[str]] = {}
+    for j in jobs:
+        if j.experiment != "other":
+            known.setdefault(j.sweep, set()).add(j.experiment)
+    for j in jobs:  # a job that never got far enough to say what it ran belongs with its siblings
+        if j.experiment == "other" and len(known.get(j.sweep, ())) == 1:
+            j.sibling_experiment = next(iter(known[j.sweep]))
+    return jobs
 
 
 def _job_order(d: Path) -> tuple:

@@ -36,13 +36,17 @@ class Section:
         return [j for j in self.jobs if j.status != "ok"]
 
 
+OUTPUT = {"pdf": True, "dpi": 110}  # python -m reports --no-pdf / --dpi
+
+
 def save(fig, out: Path, stem: str) -> list[Path]:
     """``<stem>.png`` (for REPORT.md and W&B) and ``<stem>.pdf`` (for papers) in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    paths = [out / f"{stem}.png"] + ([out / f"{stem}.pdf"] if OUTPUT["pdf"] else [])
     fig.tight_layout()
-    fig.savefig(paths[0], dpi=110)
-    fig.savefig(paths[1])
+    fig.savefig(paths[0], dpi=OUTPUT["dpi"])
+    if OUTPUT["pdf"]:
+        fig.savefig(paths[1])
     plt.close(fig)
     return paths
 

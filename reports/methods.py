@@ -11,6 +11,7 @@ from reports.collect import Job, get
 from reports.common import (COLORS, PAPER_COLOR, Section, bar_labels, failed_lines, fmt, md_table, mean, no_data,
                             option_name, save, setup_lines)
 
+WHOLE_ITEMS = {"fourk", "elf"}  # schedulers whose work items are whole frames or crops, not grid tiles
 ORDER = ["fourk", "elf", "salbs", "greedy", "roundrobin", "hode", "oracle"]
 LABELS = {"fourk": "Infer-4K", "elf": "Elf-based", "salbs": "SALBS", "hode": "HODE", "oracle": "Oracle",
           "greedy": "Greedy", "roundrobin": "Round-robin"}
@@ -36,13 +37,16 @@ def by_method(jobs: list[Job]) -> dict[str, dict]:
     out = {}
     for m in sorted(groups, key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m)):
         js = groups[m]
+        whole = option_name(js[0].config, "scheduler") in WHOLE_ITEMS  # items are frames or crops, not tiles
         skipped = [j.r("tiles.skipped") / j.r("tiles.total") for j in js
-                   if isinstance(j.r("tiles.total"), (int, float)) and j.r("tiles.total")]
+                   if not whole and isinstance(j.r("tiles.total"), (int, float)) and j.r("tiles.total")]
+        per_frame = [j.r("tiles.processed") / j.r("frames") for j in js
+                     if isinstance(j.r("tiles.processed"), (int, float)) and j.r("frames")]
         out[m] = {"label": str(get(js[0].config, "experiment.label") or LABELS.get(m, m)), "n": len(js),
                   "fps": mean([j.r("fps") for j in js]), "map50": mean([j.r("map50") for j in js]),
                   "map50_95": mean([j.r("map50_95") for j in js]), "p50": mean([j.r("latency_ms.p50") for j in js]),
                   "p95": mean([j.r("latency_ms.p95") for j in js]), "skipped": mean(skipped),
-                  "frames": mean([j.r("frames") for j in js]),
+                  "frames": mean([j.r("frames") for j in js]), "items": mean(per_frame),
                   "overhead": {k: mean([j.r(f"overhead_ms.{k}") for j in js])
                                for k in ("filter", "tile", "schedule", "merge")},
                   "scheduler": option_name(js[0].config, "scheduler"), "filter": option_name(js[0].config, "filter"),
@@ -85,12 +89,13 @@ def _method_figure(ms: dict[str, dict], out: Path, stem: str, title: str, paper_
 
 
 def _method_rows(ms: dict[str, dict]) -> list[list]:
-    return [[v["label"], f"`{v['scheduler']}`", f"`{v['filter']}`", v["n"], fmt(v["frames"], 0), fmt(v["fps"], 2),
-             fmt(v["map50"], 3), fmt(v["p50"], 0), fmt(v["p95"], 0), fmt(v["skipped"], 3, pct=True)]
-            for v in ms.values()]
+    return [[v["label"], f"`{v['scheduler']}`", f"`{v['filter']}`" if v["scheduler"] not in WHOLE_ITEMS else "bypassed",
+             v["n"], fmt(v["frames"], 0), fmt(v["fps"], 2), fmt(v["map50"], 3), fmt(v["p50"], 0), fmt(v["p95"], 0),
+             fmt(v["items"], 1), fmt(v["skipped"], 3, pct=True)] for v in ms.values()]
 
 
-METHOD_HEADER = ["method", "scheduler", "filter", "jobs", "frames", "fps", "mAP50", "p50 ms", "p95 ms", "tiles skipped"]
+METHOD_HEADER = ["method", "scheduler", "filter", "jobs", "frames", "fps", "mAP50", "p50 ms", "p95 ms",
+                 "items / frame", "tiles skipped"]
 
 
 def fig11(jobs: list[Job], out: Path) -> Section:

@@ -14,8 +14,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from reports import paper
-from reports.collect import Job
-from reports.common import COLORS, Section, failed_lines, fmt, md_table, no_data, save, setup_lines
+from reports.collect import Job, get
+from reports.common import COLORS, Section, failed_lines, fmt, md_table, no_data, save
 
 X_KEYS = ("epoch", "step", "global_step", "episode", "update", "iteration")
 Curve = tuple[str, list[float], list[float]]  # (x label, xs, ys)
@@ -141,23 +141,52 @@ def _training_section(jobs: list[Job], out: Path, key: str, title: str, what: st
             s.metrics.setdefault(f"{name}_first", ys[0])
             s.metrics.setdefault(f"{name}_last", ys[-1])
     s.tables.append(md_table(["job", "curve", "length", "first", "last", "min", "paper"], rows))
-    extra = []
-    for j, _ in runs:
-        r = j.results or {}
-        facts = {k: r.get(k) for k in ("epochs", "steps", "total_steps", "best_val_f1", "threshold", "train_s",
-                                        "ckpt", "checkpoint") if r.get(k) is not None}
-        if facts:
-            extra.append(f"{j.name or j.dir.name}: " + ", ".join(f"{k}={fmt(v, 4)}" for k, v in facts.items()))
-    s.setup = setup_lines(runs[0][0] if runs else (jobs[0] if jobs else None)) + extra
     s.notes += failed_lines(jobs)
     return s
 
 
 def fig8(jobs: list[Job], out: Path) -> Section:
-    return _training_section(jobs, out, "fig8", "Fig. 8: training loss of the spatio-temporal flow filter",
-                             "flow filter")
+    s = _training_section(jobs, out, "fig8", "Fig. 8: training loss of the spatio-temporal flow filter",
+                          "flow filter")
+    for j in (j for j in jobs if j.status == "ok"):
+        c, t = j.config, j.results or {}
+        seeds = get(c, "task.seeds") or {}
+        s.setup.append(f"{j.name}: source `{get(c, 'task.source')}`, split `{get(c, 'task.split')}`"
+                       + (f" (scenes: train {seeds.get('train')}, val {seeds.get('val')}, test {seeds.get('test')})"
+                          if get(c, "task.split") == "seed" else "")
+                       + f", {get(c, 'task.frames')} frames per scene of {get(c, 'dataset.width')}x"
+                         f"{get(c, 'dataset.height')}, tiles {get(c, 'tiling.tile')} px; {t.get('epochs')} epochs "
+                         f"in {fmt(t.get('train_s'), 0)} s; best val F1 {fmt(t.get('best_val_f1'), 4)}; "
+                         f"threshold {fmt(t.get('threshold'), 4)}; checkpoint `{t.get('ckpt')}`.")
+        test = get(t, "test.closed_loop") or {}
+        if test:
+            s.tables.append(f"{j.name}: held-out test scenes, closed loop: accuracy {fmt(test.get('accuracy'), 4, pct=True)}, "
+                            f"recall {fmt(test.get('recall'), 4, pct=True)}, tiles skipped "
+                            f"{fmt(test.get('skipped'), 3, pct=True)} (Fig. 12 evaluates the shipped filter).")
+        if j.record.get("commit"):
+            s.setup.append(f"Code: commit `{j.record['commit']}` (at the time of the job).")
+    return s
 
 
 def fig9(jobs: list[Job], out: Path) -> Section:
-    return _training_section(jobs, out, "fig9", "Fig. 9: training loss of the DQN-based load-balanced scheduler",
-                             "DQN scheduler")
+    s = _training_section(jobs, out, "fig9", "Fig. 9: training loss of the DQN-based load-balanced scheduler",
+                          "DQN scheduler")
+    for j in (j for j in jobs if j.status == "ok"):
+        c, t = j.config, j.results or {}
+        nodes = get(c, "topology.nodes") or []
+        s.setup.append(f"{j.name}: topology `{get(c, 'topology.name')}` ("
+                       + ", ".join(f"{n.get('name')}: {n.get('model')} on {n.get('device')}" for n in nodes
+                                   if isinstance(n, dict))
+                       + f"); {t.get('steps')} environment steps, {t.get('updates')} updates in "
+                         f"{fmt(t.get('train_s'), 0)} s; checkpoint `{t.get('checkpoint')}`.")
+        for key, label in (("eval_random_traces", "random load traces"), ("eval_runner_trace", "the runner's trace")):
+            ev = t.get(key)
+            if isinstance(ev, dict) and ev:
+                s.tables.append(f"{j.name}: the trained policy in the training env, held-out episodes with {label} "
+                                "(fps on the simulated cluster):\n\n" + md_table(
+                                    ["policy", "fps", "fps / oracle", "mean reward"],
+                                    [[n, fmt(v.get("fps"), 2), fmt(v.get("fps_vs_oracle"), 3), fmt(v.get("reward"), 4)]
+                                     for n, v in ev.items() if isinstance(v, dict)]))
+        if j.record.get("commit"):
+            s.setup.append(f"Code: commit `{j.record['commit']}` (at the time of the job).")
+    return s

@@ -8,7 +8,7 @@ import torch
 
 from hode.config import build, load_option
 from hode.errors import ConfigError, WeightsError
-from hode.schedule.dqn import DQNAgent, DQNScheduler, action_mask, features, train
+from hode.schedule.dqn import DQNAgent, DQNScheduler, action_mask, balanced_shares, features, train
 from hode.schedule.env import SchedulingEnv, play, scheduler_decide
 from hode.schedule.greedy import Greedy
 from hode.schedule.shares import simplex_actions
@@ -34,11 +34,18 @@ def tiles(n: int) -> list[WorkItem]:
 def test_features_are_scale_free_and_blank_for_down_nodes():
     a = features(states([10, 30], [4, 2]), 8, 40)
     b = features(states([100, 300], [4, 2]), 8, 40)
-    assert np.allclose(a[:4], b[:4]) and a[4] == b[4] == pytest.approx(0.2)  # queue/n, speed share, n/n_ref
-    assert a[:4].tolist() == pytest.approx([0.5, 0.25, 0.25, 0.75])
-    assert a[5] == pytest.approx(10 * b[5])  # the seconds the cluster needs for the frame
+    assert np.allclose(a[:7], b[:7]) and a[7] == pytest.approx(10 * b[7])  # only the seconds scale
+    # queue / n, speed share, balanced shares (node 0's queue already reaches past the level), n / n_ref, n / sum v
+    assert a.tolist() == pytest.approx([0.5, 0.25, 0.25, 0.75, 0.0, 1.0, 0.2, 0.2])
     c = features(states([10, 30], [4, 2], up=[True, False]), 8, 40)
-    assert c[:4].tolist() == pytest.approx([0.5, 0.0, 1.0, 0.0])
+    assert c[:6].tolist() == pytest.approx([0.5, 0.0, 1.0, 0.0, 1.0, 0.0])
+
+
+def test_balanced_shares_equalise_finish_times():
+    q, v = np.array([4.0, 0.0, 1.0]), np.array([2.0, 1.0, 1.0])
+    x = balanced_shares(q / 5, v / 4, np.ones(3, bool))  # 5 new items
+    finish = (q + 5 * x) / v
+    assert x.sum() == pytest.approx(1) and np.allclose(finish, finish[0])  # 10 items over 4/s: 2.5 s each
 
 
 def test_action_mask_and_the_scheduler_never_use_a_down_node():

@@ -8,6 +8,15 @@ Work goes out asynchronously: one sender thread per node encodes the tiles and i
 calls as gRPC futures, so all nodes run in parallel and up to ``runner.in_flight`` frames can be
 queued on the workers; replies land in one completion queue that :meth:`poll` drains. Times are
 the wall clock of this process. Node state (queue, speed) is what the workers measured.
+
+Failures (:mod:`hode.cluster.failover`, ``runner.failover``): a supervisor thread watches every
+node (local process alive, gRPC health check every ``probe_s``); a node whose calls fail, whose
+process exits or whose health check fails ``fail_after`` times is marked down (``NodeState.up``
+false, so schedulers give it nothing) and its items in flight are re-dispatched to the other nodes;
+items past their deadline are hedged. A down node is re-admitted when its health check passes
+again; a local worker that died is restarted (``restart``, at most ``max_restarts`` times).
+``chaos`` injects faults for tests and benchmarks (SIGKILL/SIGSTOP/SIGCONT a local worker when a
+frame is submitted). ``security`` (:mod:`hode.edge.security`) sets the token and TLS.
 """
 from __future__ import annotations
 
@@ -19,13 +28,16 @@ import tempfile
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+import grpc
+
+from hode.cluster.failover import FailoverPolicy, FaultLog, Flight, Tracker, pick_node
 from hode.cluster.profiles import LoadTrace, profile_from_dict
 from hode.cluster.topology import Node, Topology
 from hode.detect.factory import detector_config
@@ -33,11 +45,20 @@ from hode.edge.client import EdgeClient, outcomes, server_time_s
 from hode.edge.codec import check_encoding
 from hode.edge.pacing import read_profile
 from hode.edge.process import WorkerError, WorkerProcess
+from hode.edge.security import EdgeSecurity
 from hode.edge.server import WorkerSpec, address
-from hode.errors import ConfigError, WeightsError, check
+from hode.errors import ConfigError, HodeError, WeightsError, check
 from hode.types import Completion, NodeState, WorkItem
 
 log = logging.getLogger(__name__)
+
+# gRPC codes that say "this node is gone or not answering": mark it down, re-dispatch its items.
+NODE_LOST = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+             grpc.StatusCode.UNKNOWN, grpc.StatusCode.ABORTED}
+# Codes that say "the request is wrong" (our bug or a config mismatch): retrying elsewhere cannot help.
+FATAL = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAUTHENTICATED,
+         grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNIMPLEMENTED}
+CHAOS_ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "cont": signal.SIGCONT}
 
 
 @dataclass
@@ -61,6 +82,18 @@ class _Link:
     overhead_s: list[float] = field(default_factory=list)  # round trip minus time inside the worker
     status: dict = field(default_factory=dict)  # the worker's Status at start-up
     lock: threading.Lock = field(default_factory=threading.Lock)
+    calls: set = field(default_factory=set)  # Detect futures in flight (cancelled when the node goes down)
+    down_since: float = 0.0
+    probe_failures: int = 0
+    probing: bool = False
+    restarts: int = 0
+    down_events: int = 0
+    base_speed: float = 0.0  # items/s the node is expected to manage (start-up): deadlines use it
+
+    def expected_s(self) -> float:
+        """Expected service time of one item for deadlines: the measured moving average, but never
+        slower than the node's start-up expectation (a node that slowed 10x gets no 10x grace)."""
+        return 1.0 / max(self.speed, self.base_speed, 1e-6)
 
 
 class LiveBackend:
@@ -69,7 +102,10 @@ class LiveBackend:
                  encoding: str = "jpeg", jpeg_quality: int = 90, batch: int = 1, bind: str = "127.0.0.1",
                  start_timeout_s: float = 180.0, rpc_timeout_s: float = 600.0, max_message_mb: int = 64,
                  torch_threads: int = 1, profiles_dir: str | None = None, log_dir: str | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, failover: dict | FailoverPolicy | None = None, probe_s: float = 1.0,
+                 probe_timeout_s: float = 2.0, fail_after: int = 3, restart: bool = True, max_restarts: int = 3,
+                 all_down_timeout_s: float = 120.0, security: dict | EdgeSecurity | None = None,
+                 chaos: list | None = None) -> None:
         check_encoding(encoding, jpeg_quality)
         check(time_scale == "auto" or (isinstance(time_scale, (int, float)) and time_scale > 0),
               f"runner.backend.time_scale must be 'auto' or a number > 0, got {time_scale!r}")
@@ -86,6 +122,25 @@ class LiveBackend:
         self.encoding, self.quality, self.batch, self.bind = encoding, jpeg_quality, batch, bind
         self.start_timeout_s, self.rpc_timeout_s, self.max_message_mb = start_timeout_s, rpc_timeout_s, max_message_mb
         self.torch_threads, self.profiles_dir, self.seed = torch_threads, profiles_dir, seed
+        self.policy = FailoverPolicy.from_config(failover)
+        check(probe_s > 0 and probe_timeout_s > 0 and all_down_timeout_s > 0,
+              "runner.backend.probe_s, probe_timeout_s and all_down_timeout_s must be > 0")
+        check(isinstance(fail_after, int) and fail_after >= 1, f"runner.backend.fail_after must be an integer >= 1, "
+                                                               f"got {fail_after!r}")
+        check(isinstance(max_restarts, int) and max_restarts >= 0,
+              f"runner.backend.max_restarts must be an integer >= 0, got {max_restarts!r}")
+        self.probe_s, self.probe_timeout_s, self.fail_after = float(probe_s), float(probe_timeout_s), fail_after
+        self.restart, self.max_restarts, self.all_down_timeout_s = bool(restart), max_restarts, float(all_down_timeout_s)
+        self.security = EdgeSecurity.from_config(security)
+        self.chaos = _check_chaos(chaos, [n.name for n in topology])
+        self.tracker = Tracker(self.policy)
+        self.faults = FaultLog()
+        self._parked: dict[tuple[int, int], float] = {}  # items no node could take yet -> since when
+        self._calls: dict[tuple[int, int], dict[int, grpc.Future]] = {}  # one-item Detect calls, by item and node
+        self._calls_lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._t0 = time.perf_counter()
         self._detector_cfg = detector
         self._log_dir = Path(log_dir) if log_dir else None
         self._links = [_Link(i, n) for i, n in enumerate(topology)]
@@ -111,7 +166,9 @@ class LiveBackend:
         return WorkerSpec(node=node.name, detector=det, device_kind=node.device, emulate=self.emulate, profile=profile,
                           time_scale=self.time_scale, load_trace=list(self.trace.events), host=self.bind, port=0,
                           max_message_mb=self.max_message_mb, torch_threads=self.torch_threads,
-                          seed=self.seed + node_index(self.topology, node))
+                          seed=self.seed + node_index(self.topology, node), token_env=self.security.token_env,
+                          token_file=self.security.token_file, tls_cert=self.security.tls_cert,
+                          tls_key=self.security.tls_key, tls_key_passphrase_env=self.security.tls_key_passphrase_env)
 
     def log_dir(self) -> Path:
         """Where worker logs go: ``<run dir>/workers`` inside a Hydra run, else a temp dir."""
@@ -151,6 +208,12 @@ class LiveBackend:
                 link.sendq = queue.Queue()
                 link.thread = threading.Thread(target=self._sender, args=(link,), name=f"send-{link.node.name}", daemon=True)
                 link.thread.start()
+            self._t0 = self.now()
+            for link in self._links:
+                link.base_speed = link.speed
+            if self.policy.enabled:
+                self._supervisor = threading.Thread(target=self._supervise, name="live-supervisor", daemon=True)
+                self._supervisor.start()
         except BaseException:
             self.close()
             raise
@@ -165,12 +228,13 @@ class LiveBackend:
 
         self._launcher = Launcher(self.topology, detector=self._detector_cfg, log_dir=self.log_dir(),
                                   worker_defaults={"max_message_mb": self.max_message_mb, "seed": self.seed,
-                                                   "load_trace": list(self.trace.events)})
+                                                   "load_trace": list(self.trace.events)},
+                                  client_security=self.security)
         return self._launcher.deploy()
 
     def _connect(self, link: _Link, host: str, port: int) -> None:
         link.target = address(host, port)
-        link.client = EdgeClient(link.target, self.max_message_mb, self.encoding, self.quality)
+        link.client = EdgeClient(link.target, self.max_message_mb, self.encoding, self.quality, self.security)
 
     def _wait_serving(self, link: _Link, deadline: float) -> None:
         name = link.node.name
@@ -220,9 +284,26 @@ class LiveBackend:
     def now(self) -> float:
         return time.perf_counter()
 
-    def states(self) -> list[NodeState]:
+    def _states(self) -> list[NodeState]:
         return [NodeState(l.node.name, l.node.model, l.node.rank, queue=l.outstanding, speed=l.speed or 1.0, up=l.up)
                 for l in self._links]
+
+    def states(self) -> list[NodeState]:
+        """Node states; when every node is down, waits up to ``all_down_timeout_s`` for one to be
+        re-admitted (restarted workers take a while), then fails in one line."""
+        out = self._states()
+        if not self.policy.enabled or any(s.up for s in out) or not self._started or self._closed:
+            return out
+        deadline = time.monotonic() + self.all_down_timeout_s
+        log.warning("every edge node is down: waiting up to %.0f s for one to come back", self.all_down_timeout_s)
+        while time.monotonic() < deadline:
+            self._raise_pending()
+            time.sleep(0.1)
+            out = self._states()
+            if any(s.up for s in out):
+                return out
+        raise WorkerError(f"every edge node has been down for {self.all_down_timeout_s:.0f} s "
+                          f"({', '.join(l.node.name for l in self._links)}); giving up")
 
     def submit(self, frame_id: int, items: Sequence[WorkItem], assignment: Sequence[int]) -> None:
         check(self._started and not self._closed, "LiveBackend.submit() before start() or after close()")
@@ -234,19 +315,23 @@ class LiveBackend:
             per_node.setdefault(node, []).append(item)
         for node, its in per_node.items():
             link = self._links[node]
+            service = link.expected_s()
+            ahead = link.outstanding
+            for k, it in enumerate(its):
+                self.tracker.add(frame_id, it, node, t, self.policy.deadline(t, ahead + k + 1, service))
             size = self.batch or len(its)
-            with link.lock:
-                link.outstanding += len(its)
             for k in range(0, len(its), size):
-                link.sendq.put((frame_id, its[k:k + size], t))
+                self._send(link, frame_id, its[k:k + size], t)
+        self._chaos(frame_id)
 
     def poll(self, timeout: float | None = None) -> list[Completion]:
-        """Finished items; waits up to ``timeout`` s for the first one. A failed node raises."""
+        """Finished items; waits up to ``timeout`` s for the first one. A run-ending failure raises."""
         out: list[Completion] = []
         try:
             got = self._done.get(timeout=timeout) if timeout is None or timeout > 0 else self._done.get_nowait()
         except queue.Empty:
-            self._check_alive()
+            if not self.policy.enabled:
+                self._check_alive()
             return out
         while True:
             if isinstance(got, BaseException):
@@ -257,6 +342,16 @@ class LiveBackend:
             except queue.Empty:
                 return out
 
+    def _raise_pending(self) -> None:
+        """A run-ending error the callbacks queued (used while waiting outside poll)."""
+        try:
+            got = self._done.get_nowait()
+        except queue.Empty:
+            return
+        if isinstance(got, BaseException):
+            raise got
+        self._done.put(got)
+
     def _check_alive(self) -> None:
         for l in self._links:
             if l.proc is not None and not l.proc.alive() and l.outstanding:
@@ -266,49 +361,262 @@ class LiveBackend:
 
     # ----- sending and receiving ---------------------------------------------------------------
 
+    def _send(self, link: _Link, frame_id: int, items: list[WorkItem], submitted: float) -> None:
+        with link.lock:
+            link.outstanding += len(items)
+        link.sendq.put((frame_id, items, submitted))
+
     def _sender(self, link: _Link) -> None:
         while True:
             job = link.sendq.get()
             if job is None:
                 return
             frame_id, items, submitted = job
+            client = link.client
+            if self.policy.enabled and (not link.up or client is None):  # went down after the items were queued
+                with link.lock:
+                    link.outstanding -= len(items)
+                self._lost(link, frame_id, items)
+                continue
             try:
-                req = link.client.request(frame_id, [(it.item_id, it.crop) for it in items], self.time_scale)
+                req = client.request(frame_id, [(it.item_id, it.crop) for it in items], self.time_scale)
             except Exception as e:
-                self._fail(link, f"cannot encode frame {frame_id}: {e}")
+                with link.lock:
+                    link.outstanding -= len(items)
+                self._fatal(link, f"cannot encode frame {frame_id}: {e}")
                 continue
             sent = self.now()
-            fut = link.client.detect_future(req, timeout=self.rpc_timeout_s)
-            fut.add_done_callback(lambda f, link=link, frame_id=frame_id, items=items, submitted=submitted, sent=sent:
-                                  self._on_reply(f, link, frame_id, items, submitted, sent))
+            try:
+                fut = client.detect_future(req, timeout=self.rpc_timeout_s)
+            except Exception as e:  # the channel was closed under us (node restarted or closing)
+                with link.lock:
+                    link.outstanding -= len(items)
+                if not self._closed:
+                    self._lost(link, frame_id, items)
+                continue
+            with link.lock:
+                link.calls.add(fut)
+            if len(items) == 1:  # a lone item's call can be cancelled once another copy wins
+                with self._calls_lock:
+                    self._calls.setdefault((frame_id, items[0].item_id), {})[link.index] = fut
+            fut.add_done_callback(lambda f, link=link, client=client, frame_id=frame_id, items=items, submitted=submitted,
+                                  sent=sent: self._on_reply(f, link, client, frame_id, items, submitted, sent))
 
-    def _on_reply(self, fut, link: _Link, frame_id: int, items: list[WorkItem], submitted: float, sent: float) -> None:
+    def _on_reply(self, fut, link: _Link, client: EdgeClient, frame_id: int, items: list[WorkItem], submitted: float,
+                  sent: float) -> None:
         received = self.now()
+        if len(items) == 1:
+            with self._calls_lock:
+                calls = self._calls.get((frame_id, items[0].item_id))
+                if calls is not None and calls.get(link.index) is fut:
+                    del calls[link.index]
+                    if not calls:
+                        del self._calls[(frame_id, items[0].item_id)]
         try:
             reply = fut.result()
-        except Exception as e:  # grpc.RpcError (or cancellation at close)
-            if not self._closed:
-                code = getattr(e, "code", lambda: None)()
-                detail = getattr(e, "details", lambda: str(e))()
-                self._fail(link, f"Detect for frame {frame_id} failed: {code.name if code else type(e).__name__}: {detail}")
+        except Exception as e:  # grpc.RpcError, or cancellation (node marked down, a copy won, or close)
+            with link.lock:
+                link.outstanding -= len(items)
+                link.calls.discard(fut)
+            if self._closed:
+                return
+            code = e.code() if isinstance(e, grpc.RpcError) else grpc.StatusCode.CANCELLED
+            detail = e.details() if isinstance(e, grpc.RpcError) else "cancelled"
+            why = f"Detect for frame {frame_id} failed: {code.name}: {detail}"
+            if not self.policy.enabled or code in FATAL:
+                self._fatal(link, why)
+                return
+            # Our own cancels (a copy won, the node was marked down) and a stale client's calls say
+            # nothing about the node now.
+            if code in NODE_LOST and not fut.cancelled() and client is link.client:
+                self._mark_down(link, why)
+            self._lost(link, frame_id, items, why)
             return
         results = outcomes(reply, received)
         done = []
         with link.lock:
+            link.calls.discard(fut)
             for r in results:
-                done.append(Completion(frame_id, r.item_id, link.index, r.detections, submitted, r.started, r.finished))
                 link.busy_s += r.service_s
                 link.compute_s += r.compute_s
                 link.overruns += int(r.overrun)
             link.items += len(results)
-            link.outstanding -= len(results)
+            link.outstanding -= len(items)
             link.speed = reply.speed or link.speed
             link.overhead_s.append(max((received - sent) - server_time_s(reply), 0.0))
-        self._done.put(done)
+        losers = []
+        for r in results:
+            verdict = self.tracker.resolve((frame_id, r.item_id), link.index, ok=True)
+            if verdict == "duplicate":
+                self.faults.count("duplicates")
+            elif verdict in ("first", "unknown"):
+                done.append(Completion(frame_id, r.item_id, link.index, r.detections, submitted, r.started, r.finished))
+                if verdict == "first" and (f := self.tracker.get((frame_id, r.item_id))) is not None and f.live:
+                    losers.append((frame_id, r.item_id))
+        if done:
+            self._done.put(done)
+        for key in losers:  # first result wins: the other copies leave their nodes' queues
+            with self._calls_lock:
+                futs = list(self._calls.get(key, {}).values())
+            for other in futs:
+                other.cancel()
 
-    def _fail(self, link: _Link, why: str) -> None:
-        link.up = False
+    def _fatal(self, link: _Link, why: str) -> None:
         self._done.put(WorkerError(f"edge node '{link.node.name}' ({link.target}): {why}"))
+
+    # ----- failures: down, re-dispatch, hedge, re-admit, restart -------------------------------
+
+    def _lost(self, link: _Link, frame_id: int, items: list[WorkItem], why: str = "node down") -> None:
+        """Copies of ``items`` on ``link`` will not come back: re-dispatch those left without a copy."""
+        for it in items:
+            if self.tracker.resolve((frame_id, it.item_id), link.index, ok=False) == "lost":
+                f = self.tracker.get((frame_id, it.item_id))
+                if f is not None:
+                    self._redispatch(f, why)
+
+    def _redispatch(self, f: Flight, why: str, hedge: bool = False) -> bool:
+        """Send one more copy of ``f`` to the best up node without one (a node not tried before if
+        possible). Parks it when no node can take it; fails the run after ``max_attempts`` copies."""
+        if len(f.tried) >= self.policy.max_attempts:
+            self._done.put(WorkerError(f"item {f.item.item_id} of frame {f.frame_id} was sent {len(f.tried)} times "
+                                       f"(nodes {', '.join(self._links[i].node.name for i in f.tried)}) and never "
+                                       f"came back; last: {why}"))
+            return False
+        states = self._states()
+        node = pick_node(states, exclude=f.live | set(f.tried))
+        if node is None and not hedge:
+            node = pick_node(states, exclude=f.live)  # a node tried before that is up again
+        if node is None:
+            if not hedge:
+                self._parked.setdefault(f.key, self.now())
+            return False
+        self._parked.pop(f.key, None)
+        link = self._links[node]
+        t = self.now()
+        self.tracker.copy_sent(f.key, node, self.policy.deadline(t, link.outstanding + 1, link.expected_s()))
+        self.faults.count("hedged" if hedge else "redispatched")
+        self._send(link, f.frame_id, [f.item], f.submitted)
+        return True
+
+    def _mark_down(self, link: _Link, why: str) -> None:
+        with link.lock:
+            if not link.up:
+                return
+            link.up = False
+            link.down_since = self.now()
+            link.down_events += 1
+            calls = list(link.calls)
+        self.faults.count("nodes_down")
+        self.faults.event(self.now() - self._t0, link.node.name, "down", why)
+        log.warning("edge node '%s' is down (%s): re-dispatching its items", link.node.name, why)
+        for fut in calls:  # their callbacks re-dispatch the items
+            fut.cancel()
+
+    def _readmit(self, link: _Link) -> None:
+        try:
+            st = link.client.status(timeout=self.probe_timeout_s)
+            speed = st.speed
+        except Exception:  # answered health, not Status: try again next round
+            return
+        with link.lock:
+            if self.emulate and link.proc is not None and link.status.get("profile_tile_ms"):
+                speed = 1000.0 / (link.status["profile_tile_ms"] * self.time_scale)  # a fresh worker assumed scale 1
+            link.speed = speed or link.speed
+            link.base_speed = max(link.base_speed, link.speed)
+            link.probe_failures = 0
+            link.up = True
+        self.faults.count("readmitted")
+        self.faults.event(self.now() - self._t0, link.node.name, "up", "health check passed")
+        log.warning("edge node '%s' passed its health check: re-admitted", link.node.name)
+
+    def _supervise(self) -> None:
+        """Every 50 ms: hedge overdue items, retry parked ones; every ``probe_s``: check each node."""
+        next_probe = 0.0
+        while not self._stop.wait(0.05):
+            try:
+                now = self.now()
+                if self.policy.hedge:
+                    for f in self.tracker.overdue(now):
+                        if not self._redispatch(f, "overdue", hedge=True):  # no other node: look again later
+                            self.tracker.postpone(f.key, now + self.policy.deadline_slack_s + 0.05)
+                for key, since in list(self._parked.items()):
+                    f = self.tracker.get(key)
+                    if f is None or f.done or f.live:
+                        self._parked.pop(key, None)
+                    elif self._redispatch(f, "no node was up"):
+                        pass
+                    elif now - since > self.all_down_timeout_s:
+                        self._done.put(WorkerError(f"item {key[1]} of frame {key[0]}: no edge node up for "
+                                                   f"{self.all_down_timeout_s:.0f} s"))
+                        self._parked.pop(key, None)
+                if now >= next_probe:
+                    next_probe = now + self.probe_s
+                    for link in self._links:
+                        self._check_node(link)
+            except Exception:  # the supervisor must never die silently
+                log.exception("live supervisor")
+
+    def _check_node(self, link: _Link) -> None:
+        proc = link.proc
+        if proc is not None and proc.proc is not None and not proc.alive():
+            if link.up:
+                self._mark_down(link, f"worker process exited (code {proc.proc.returncode})")
+            if self.restart and link.restarts < self.max_restarts:
+                link.restarts += 1
+                self.faults.count("restarts")
+                self.faults.event(self.now() - self._t0, link.node.name, "restart", f"restart {link.restarts}")
+                log.warning("restarting the worker of edge node '%s' (%d/%d)", link.node.name, link.restarts,
+                            self.max_restarts)
+                old, link.client = link.client, None
+                if old is not None:
+                    old.close()
+                proc.spawn()
+            return
+        if link.client is None:
+            if proc is not None and (port := proc.port()):
+                self._connect(link, self.bind, port)
+            return
+        if link.probing:
+            return
+        link.probing = True
+        client = link.client
+        fut = client.serving_future(timeout=self.probe_timeout_s)
+        fut.add_done_callback(lambda f, link=link, client=client: self._on_probe(f, link, client))
+
+    def _on_probe(self, fut, link: _Link, client: EdgeClient) -> None:
+        from grpc_health.v1 import health_pb2
+
+        link.probing = False
+        if self._closed or client is not link.client:
+            return
+        try:
+            ok = fut.result().status == health_pb2.HealthCheckResponse.SERVING
+        except Exception:
+            ok = False
+        if ok:
+            link.probe_failures = 0
+            if not link.up:
+                threading.Thread(target=self._readmit, args=(link,), daemon=True).start()
+            return
+        link.probe_failures += 1
+        if link.up and link.probe_failures >= self.fail_after:
+            self._mark_down(link, f"health check failed {link.probe_failures} times")
+
+    def _chaos(self, frame_id: int) -> None:
+        """Fault injection: signal a local worker right after frame ``frame_id`` went out."""
+        for c in self.chaos:
+            if c["frame"] != frame_id:
+                continue
+            link = next(l for l in self._links if l.node.name == c["node"])
+            if link.proc is None or not link.proc.pid:
+                log.warning("chaos: node '%s' has no local worker to %s", c["node"], c["action"])
+                continue
+            self.faults.event(self.now() - self._t0, link.node.name, f"chaos-{c['action']}", f"frame {frame_id}")
+            log.warning("chaos: %s the worker of '%s' (pid %d) at frame %d", c["action"], c["node"], link.proc.pid, frame_id)
+            try:
+                os.kill(link.proc.pid, CHAOS_ACTIONS[c["action"]])
+            except ProcessLookupError:
+                pass
 
     # ----- results and shutdown ----------------------------------------------------------------
 
@@ -322,6 +630,9 @@ class LiveBackend:
                 "overrun_fraction": overruns / items if items else 0.0, "encoding": self.encoding,
                 "jpeg_quality": self.quality if self.encoding == "jpeg" else None,
                 "workers": {"local_processes": local, "external": len(self._links) - local},
+                "failover": {**asdict(self.policy), "probe_s": self.probe_s, "fail_after": self.fail_after,
+                             "restart": self.restart, **self.faults.summary()},
+                "security": self.security.describe(),
                 "note": ("device speeds emulated on one machine: each tile's service time is paced to its node's "
                          "device profile times time_scale (wall s per device s); camera-side work and transport "
                          "are not scaled" if self.emulate else "real worker speeds, not emulated")}
@@ -336,6 +647,7 @@ class LiveBackend:
                         "overrun_fraction": l.overruns / l.items if l.items else 0.0,
                         "rpc_overhead_ms_p50": float(np.median(ov)) if len(ov) else None,
                         "worker": "local" if l.proc is not None else l.target,
+                        "up": l.up, "down_events": l.down_events, "restarts": l.restarts,
                         "real_tile_ms": l.status.get("compute_tile_ms"), "profile_tile_ms": l.status.get("profile_tile_ms")})
         return out
 
@@ -343,6 +655,9 @@ class LiveBackend:
         if self._closed:
             return
         self._closed = True
+        self._stop.set()
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=2.0)
         for l in self._links:
             if l.sendq is not None:
                 l.sendq.put(None)
@@ -370,6 +685,23 @@ class LiveBackend:
 
 def _remote(node: Node) -> bool:
     return "ssh" in node.extra
+
+
+def _check_chaos(chaos: list | None, names: list[str]) -> list[dict]:
+    """``chaos: [{node, frame, action}]`` (action: kill | stop | cont), checked against the topology."""
+    out = []
+    for i, c in enumerate(list(chaos or [])):
+        c = dict(c) if isinstance(c, dict) else c
+        check(isinstance(c, dict) and set(c) == {"node", "frame", "action"},
+              f"runner.backend.chaos[{i}] needs exactly node, frame, action: {c}")
+        check(c["node"] in names, f"runner.backend.chaos[{i}] names node '{c['node']}', not in the topology "
+                                  f"(nodes: {', '.join(names)})")
+        check(isinstance(c["frame"], int) and not isinstance(c["frame"], bool) and c["frame"] >= 0,
+              f"runner.backend.chaos[{i}].frame must be an integer >= 0, got {c['frame']!r}")
+        check(c["action"] in CHAOS_ACTIONS, f"runner.backend.chaos[{i}].action must be one of "
+                                            f"{sorted(CHAOS_ACTIONS)}, got {c['action']!r}")
+        out.append(c)
+    return out
 
 
 def node_index(topology: Topology, node: Node) -> int:

@@ -7,9 +7,18 @@ computed at submission and ``poll`` only moves the clock to the next finish. Det
 replayed from the detection cache (:mod:`hode.detect.cache`), computed by the real detector on a
 miss. The camera sees what it would see live: queue = items sent and not yet returned, speed =
 moving average of 1 / service time of returned items; ``true_speed`` (for oracles) is the truth.
+
+Failures and stragglers (:mod:`hode.cluster.failover`): a ``failure_trace`` takes nodes down over
+frame ranges. When frame ``start`` is submitted the node dies: items it had not finished are lost
+and re-dispatched (``failure_detect_s`` later) to the up node that would finish them first, and
+the node reports ``up: false`` (schedulers skip it) until frame ``end``, when it passes its health
+check again with an empty queue. With ``failover.hedge`` an item past its deadline gets a copy on
+another node at that virtual time; the first copy to finish is the result, the other one still
+occupies its node (as live) and is dropped.
 """
 from __future__ import annotations
 
+import heapq
 import time
 from collections import deque
 from itertools import repeat
@@ -18,11 +27,12 @@ from typing import Sequence
 
 import numpy as np
 
+from hode.cluster.failover import FailoverPolicy, FailureTrace, FaultLog, Tracker, pick_node
 from hode.cluster.profiles import TILE_PIXELS, LoadTrace, load_profile
 from hode.cluster.topology import Topology
 from hode.config import ROOT
 from hode.detect.cache import DetectionCache
-from hode.errors import check
+from hode.errors import HodeError, check
 from hode.types import Completion, NodeState, WorkItem
 
 NOISE_BLOCK = 4096  # standard normals drawn per node at a time (one Generator call, not one per item)
@@ -32,7 +42,7 @@ SAVE_EVERY = 1000  # new cache entries between saves, so a crash in a long run l
 class NodeQueues:
     """The simulator's core: FIFO servers on a virtual clock, and what the camera has measured.
 
-    Each queue entry is ``(finish, start, submitted, frame_id, item_id, payload)``.
+    Each queue entry is ``(finish, start, submitted, frame_id, item_id, payload, ready)``.
     """
 
     def __init__(self, topology: Topology, seed: int, trace: LoadTrace, speed_alpha: float,
@@ -55,6 +65,8 @@ class NodeQueues:
         self.speed = [0.0] * n  # measured items/s (moving average), 0 until the first return
         self.items = [0] * n
         self.busy = [0.0] * n
+        self.down = [False] * n  # failure trace: the node is dead (or unreachable) now
+        self.last_finish = [0.0] * n  # finish of the last item popped (the server's state before its queue)
 
     def factor(self, i: int, frame_id: int) -> float:
         name = self.nodes[i].name
@@ -96,7 +108,7 @@ class NodeQueues:
             s *= factors[i]
             start = free[i] if free[i] > ready else ready
             finish = free[i] = start + s
-            queues[i].append((finish, start, submitted, frame_id, item_id, payload))
+            queues[i].append((finish, start, submitted, frame_id, item_id, payload, ready))
             outstanding[i] += 1
             if finish > last:
                 last = finish
@@ -116,6 +128,7 @@ class NodeQueues:
             speed, busy, n = self.speed[i], self.busy[i], 0
             while q and q[0][0] <= t:
                 e = q.popleft()
+                self.last_finish[i] = e[0]
                 service = e[0] - e[1]
                 rate = 1.0 / service if service > 0 else 1e9
                 speed = rate if not speed else (1 - a) * speed + a * rate
@@ -128,9 +141,32 @@ class NodeQueues:
             self.items[i] += n
         return out
 
+    def cancel(self, i: int, frame_id: int, item_id: int, t: float) -> bool:
+        """Take a not yet started item out of node ``i``'s queue (a hedged copy won elsewhere); the
+        items behind it move up. False when it has started (it then runs to the end)."""
+        q = self.queues[i]
+        for k, e in enumerate(q):
+            if e[3] == frame_id and e[4] == item_id:
+                break
+        else:
+            return False
+        if e[1] <= t:
+            return False
+        entries = list(q)
+        prev = entries[k - 1][0] if k > 0 else self.last_finish[i]
+        rest = []
+        for e2 in entries[k + 1:]:
+            start = max(prev, e2[6])
+            prev = start + (e2[0] - e2[1])
+            rest.append((prev, start, *e2[2:]))
+        self.queues[i] = deque(entries[:k] + rest)
+        self.free[i] = prev if rest else (entries[k - 1][0] if k > 0 else max(self.last_finish[i], t))
+        self.outstanding[i] -= 1
+        return True
+
     def states(self, next_frame: int) -> list[NodeState]:
         return [NodeState(nd.name, nd.model, nd.rank, queue=self.outstanding[i], speed=self.speed[i] or 1.0,
-                          up=True, true_speed=1.0 / (self.tile_s[i] * self.factor(i, next_frame)))
+                          up=not self.down[i], true_speed=1.0 / (self.tile_s[i] * self.factor(i, next_frame)))
                 for i, nd in enumerate(self.nodes)]
 
 
@@ -139,7 +175,8 @@ class SimBackend:
 
     def __init__(self, topology: Topology, detector=None, dataset: dict | str | None = None, seed: int = 0,
                  load_trace: Sequence[dict] = (), cache_dir: str | None = None, camera_overhead="none",
-                 speed_alpha: float = 0.3, profiles_dir: str | None = None) -> None:
+                 speed_alpha: float = 0.3, profiles_dir: str | None = None, failure_trace: Sequence[dict] = (),
+                 failover: dict | FailoverPolicy | None = None, failure_detect_s: float = 0.0) -> None:
         check(isinstance(seed, int), f"runner.backend.seed must be an integer, got {seed!r}")
         check(0 < speed_alpha <= 1, f"runner.backend.speed_alpha must be in (0, 1], got {speed_alpha!r}")
         check(camera_overhead in ("none", "measured") or (isinstance(camera_overhead, (int, float))
@@ -157,6 +194,19 @@ class SimBackend:
         self._next_frame = 0
         self._misses = [0] * len(topology)
         self._unsaved = 0
+        self.failures = FailureTrace(list(failure_trace or []))
+        self.failures.check_nodes([n.name for n in topology])
+        self.policy = FailoverPolicy.from_config({"hedge": False, **dict(failover or {})}
+                                                 if not isinstance(failover, FailoverPolicy) else failover)
+        check(isinstance(failure_detect_s, (int, float)) and failure_detect_s >= 0,
+              f"runner.backend.failure_detect_s must be a number >= 0, got {failure_detect_s!r}")
+        self.failure_detect_s = float(failure_detect_s)
+        self.hedging = self.policy.enabled and self.policy.hedge
+        # Item tracking costs a little per item: only when failures or hedges can happen.
+        self.tracking = self.policy.enabled and (bool(self.failures.events) or self.hedging)
+        self.tracker = Tracker(self.policy)
+        self.faults = FaultLog()
+        self._deadlines: list[tuple[float, int, int]] = []  # (deadline, frame_id, item_id) heap (hedging)
 
     # ----- the clock --------------------------------------------------------------------------
 
@@ -183,6 +233,7 @@ class SimBackend:
 
     def states(self) -> list[NodeState]:
         self._enter()
+        self._failures_at(self._next_frame)
         out = self.core.states(self._next_frame)
         self._leave()
         return out
@@ -195,6 +246,10 @@ class SimBackend:
         for k, node in enumerate(assignment):
             check(isinstance(node, (int, np.integer)) and 0 <= node < n, f"assignment names node {node!r} of {n}")
             by_node.setdefault(int(node), []).append(k)
+        self._hedge_until(self._t)
+        self._failures_at(frame_id)
+        if any(self.core.down[a] for a in by_node):  # the scheduler chose a node that is down: redirect
+            by_node, assignment = self._redirect(items, assignment)
         dets: list = [None] * len(items)
         for node, ks in by_node.items():  # replayed, or computed now by the real detector on a miss
             before = self.cache.misses
@@ -209,6 +264,8 @@ class SimBackend:
             self._unsaved = 0
         sent = self._t + self._fixed  # fixed camera overhead: the items leave that much later
         factors = self.core.factors(frame_id)
+        if self.tracking:
+            self._track(frame_id, items, [int(a) for a in assignment], self._t)
         self.core.enqueue(frame_id, [it.item_id for it in items], [int(a) for a in assignment],
                           [it.pixels for it in items], self._t, factors, dets, sent)
         self._next_frame = max(self._next_frame, frame_id + 1)
@@ -217,18 +274,141 @@ class SimBackend:
     def poll(self, timeout: float | None = None) -> list[Completion]:
         """Move the clock to the next finish (at most ``timeout`` ahead) and return what finished."""
         self._enter()
-        nxt = self.core.next_finish()
-        if nxt is None:  # nothing in flight: nothing to wait for
-            self._leave()
-            return []
+        while True:
+            nxt = self.core.next_finish()
+            if nxt is None:  # nothing in flight: nothing to wait for
+                self._leave()
+                return []
+            hedge_at = self._deadlines[0][0] if self._deadlines else None
+            if hedge_at is not None and hedge_at < nxt and (timeout is None or hedge_at <= self._t + timeout):
+                self._t = max(self._t, hedge_at)  # a deadline comes first: hedge, then look again
+                self._hedge_until(self._t)
+                continue
+            break
         if timeout is not None and nxt > self._t + timeout:
             self._t += timeout
             self._leave()
             return []
         self._t = max(self._t, nxt)
-        done = [Completion(e[3], e[4], i, e[5], e[2], e[1], e[0]) for i, e in self.core.pop_until(self._t)]
+        popped = self.core.pop_until(self._t)
+        if self.tracking:
+            done = []
+            for i, e in popped:
+                key = (e[3], e[4])
+                verdict = self.tracker.resolve(key, i, ok=True)
+                if verdict == "duplicate":
+                    self.faults.count("duplicates")
+                elif verdict != "pending":
+                    done.append(Completion(e[3], e[4], i, e[5], e[2], e[1], e[0]))
+                    f = self.tracker.get(key) if verdict == "first" else None
+                    for j in list(f.live) if f is not None else ():  # first result wins: unstarted copies leave
+                        if self.core.cancel(j, key[0], key[1], self._t):
+                            self.tracker.resolve(key, j, ok=False)
+        else:
+            done = [Completion(e[3], e[4], i, e[5], e[2], e[1], e[0]) for i, e in popped]
         self._leave()
         return done
+
+    # ----- failures and hedges (only when a failure trace or hedging is configured) ---------------
+
+    def _expected_s(self, i: int) -> float:
+        """Expected service of one item on node ``i`` for deadlines: the measured moving average, but
+        never slower than its device profile's tile time (a node that slowed 10x gets no 10x grace)."""
+        core = self.core
+        return min(1.0 / core.speed[i], core.tile_s[i]) if core.speed[i] > 0 else core.tile_s[i]
+
+    def _track(self, frame_id: int, items: Sequence[WorkItem], nodes: Sequence[int], t: float) -> None:
+        core, p = self.core, self.policy
+        ahead = list(core.outstanding)
+        for it, i in zip(items, nodes):
+            ahead[i] += 1
+            deadline = p.deadline(t, ahead[i], self._expected_s(i))
+            self.tracker.add(frame_id, it, i, t, deadline)
+            if self.hedging:
+                heapq.heappush(self._deadlines, (deadline, frame_id, it.item_id))
+
+    def _send_copy(self, key: tuple[int, int], node: int, ready: float, kind: str) -> None:
+        """One more copy of a tracked item on ``node``, reaching it at ``ready``."""
+        f = self.tracker.get(key)
+        it = f.item
+        det = self.cache.detections(self.topology.nodes[node].model, [(key[0], it.window)], [it.crop])[0]
+        deadline = self.policy.deadline(ready, self.core.outstanding[node] + 1, self._expected_s(node))
+        self.tracker.copy_sent(key, node, deadline)
+        if self.hedging:
+            heapq.heappush(self._deadlines, (deadline, key[0], key[1]))
+        self.core.enqueue(key[0], [key[1]], [node], [it.pixels], f.submitted, self.core.factors(key[0]), [det], ready)
+        self.faults.count(kind)
+
+    def _hedge_until(self, t: float) -> None:
+        """Hedge every tracked item whose deadline is at or before ``t`` and that is still unfinished."""
+        p = self.policy
+        while self._deadlines and self._deadlines[0][0] <= t:
+            when, frame_id, item_id = heapq.heappop(self._deadlines)
+            f = self.tracker.get((frame_id, item_id))
+            if f is None or f.done or f.deadline > when or len(f.live) >= p.max_copies or len(f.tried) >= p.max_attempts:
+                continue  # finished, superseded by a later copy's deadline, or out of copies
+            node = pick_node(self.core.states(self._next_frame), exclude=f.live | set(f.tried))
+            if node is not None:
+                self._send_copy(f.key, node, when, "hedged")
+
+    def _failures_at(self, frame: int) -> None:
+        """Apply the failure trace as of the submission of ``frame`` (at the current virtual time)."""
+        if not self.failures.events:
+            return
+        core, t = self.core, self._t
+        for i, nd in enumerate(self.topology.nodes):
+            want = self.failures.down(nd.name, frame)
+            if want and not core.down[i]:
+                self._fail(i, t, frame)
+            elif not want and core.down[i]:
+                core.down[i] = False
+                core.free[i] = core.last_finish[i] = max(core.free[i], t)
+                self.faults.count("readmitted")
+                self.faults.event(t, nd.name, "up", f"frame {frame}")
+
+    def _fail(self, i: int, t: float, frame: int) -> None:
+        core = self.core
+        if not self.tracking:
+            raise HodeError(f"failure trace: edge node '{self.topology.nodes[i].name}' fails at frame {frame} and "
+                            "runner.failover.enabled is false (nothing would re-dispatch its items)")
+        q = core.queues[i]
+        lost = [e for e in q if e[0] > t]  # in service or waiting: gone with the node
+        core.queues[i] = deque(e for e in q if e[0] <= t)
+        core.outstanding[i] -= len(lost)
+        core.free[i] = core.last_finish[i] = t
+        core.down[i] = True
+        name = self.topology.nodes[i].name
+        self.faults.count("nodes_down")
+        self.faults.event(t, name, "down", f"frame {frame}: {len(lost)} items lost")
+        for e in lost:
+            key = (e[3], e[4])
+            if self.tracker.resolve(key, i, ok=False) != "lost":
+                continue
+            f = self.tracker.get(key)
+            node = pick_node(core.states(frame), exclude=f.live | set(f.tried)) if f else None
+            if node is None and f is not None:
+                node = pick_node(core.states(frame), exclude=f.live)
+            if node is None:
+                raise HodeError(f"failure trace: no edge node is up to take the items of '{name}' at frame {frame}")
+            self._send_copy(key, node, t + self.failure_detect_s, "redispatched")
+
+    def _redirect(self, items: Sequence[WorkItem], assignment: Sequence[int]):
+        """Items assigned to a down node go to the best up node instead (counted as re-dispatched)."""
+        core = self.core
+        states = core.states(self._next_frame)
+        new = list(assignment)
+        for k, a in enumerate(assignment):
+            if core.down[int(a)]:
+                node = pick_node(states, exclude={i for i, d in enumerate(core.down) if d})
+                if node is None:
+                    raise HodeError("failure trace: no edge node is up to take the frame's items")
+                new[k] = node
+                states[node].queue += 1
+                self.faults.count("redispatched")
+        by_node: dict[int, list[int]] = {}
+        for k, node in enumerate(new):
+            by_node.setdefault(int(node), []).append(k)
+        return by_node, new
 
     def stats(self) -> list[dict]:
         c = self.core
@@ -238,7 +418,9 @@ class SimBackend:
     def describe(self) -> dict:
         """How this run's times and detections were made (results.json ``runner``)."""
         return {"kind": "sim", "clock": "virtual", "seed": self.seed, "camera_overhead": self.camera_overhead,
-                "load_trace": list(self.core.trace.events),
+                "load_trace": list(self.core.trace.events), "failure_trace": list(self.failures.events),
+                "failover": {**{k: getattr(self.policy, k) for k in self.policy.__dataclass_fields__},
+                             "failure_detect_s": self.failure_detect_s, **self.faults.summary()},
                 "profiles": {nd.name: p.name for nd, p in zip(self.topology, self.core.profiles)},
                 "cache": {"dir": str(self.cache.root), "hits": self.cache.hits, "misses": self.cache.misses,
                           "files": sorted(st.path.name for st in self.cache.stores())}}

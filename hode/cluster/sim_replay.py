@@ -50,6 +50,8 @@ def replay(sim: SimBackend, scheduler: Scheduler, frames: Sequence[int], windows
     frames, windows = list(frames), [tuple(int(x) for x in w) for w in windows]
     check(len(frames) > 0, "replay needs at least one frame")
     check(isinstance(in_flight, int) and in_flight >= 1, f"in_flight must be an integer >= 1, got {in_flight!r}")
+    check(not sim.tracking, "the replay path does not model failures or hedging: use the pipeline "
+                            "(runner=sim through run.py) with runner.failure_trace / runner.failover.hedge")
     core = sim.core
     nn = len(core.nodes)
     items = [WorkItem(-1, k, w, None, "tile") for k, w in enumerate(windows)]

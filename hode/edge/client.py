@@ -16,8 +16,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hode.edge import worker_pb2 as pb
 from hode.edge import worker_pb2_grpc as pb_grpc
 from hode.edge.codec import check_encoding, encode_tile
+from hode.edge.security import EdgeSecurity, client_channel
 from hode.edge.server import SERVICE, channel_options
+from hode.errors import HodeError
 from hode.types import Detections
+
+
+class AuthError(HodeError):
+    """A worker refused this client's token (or asked for one it does not have)."""
 
 
 @dataclass
@@ -34,11 +40,12 @@ class TileOutcome:
 
 
 class EdgeClient:
-    def __init__(self, target: str, max_message_mb: int = 64, encoding: str = "jpeg", jpeg_quality: int = 90) -> None:
+    def __init__(self, target: str, max_message_mb: int = 64, encoding: str = "jpeg", jpeg_quality: int = 90,
+                 security: EdgeSecurity | None = None) -> None:
         check_encoding(encoding, jpeg_quality)
         self.target, self.encoding, self.quality = target, encoding, jpeg_quality
         # Never route loopback or LAN worker traffic through an HTTP proxy from the environment.
-        self.channel = grpc.insecure_channel(target, options=channel_options(max_message_mb) + [("grpc.enable_http_proxy", 0)])
+        self.channel = client_channel(target, channel_options(max_message_mb) + [("grpc.enable_http_proxy", 0)], security)
         self.stub = pb_grpc.EdgeWorkerStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
 
@@ -60,12 +67,20 @@ class EdgeClient:
         return self.stub.Status(pb.StatusRequest(), timeout=timeout)
 
     def serving(self, timeout: float = 2.0) -> bool:
-        """One health check: True when the worker's detector is loaded and it takes work."""
+        """One health check: True when the worker's detector is loaded and it takes work.
+        A worker that refuses our token raises :class:`AuthError` (waiting would not help)."""
         try:
             r = self._health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=timeout)
-        except grpc.RpcError:
+        except grpc.RpcError as e:
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise AuthError(f"edge worker at {self.target} refused the request: {e.details()} "
+                                "(set the same token for the camera and the worker)") from None
             return False
         return r.status == health_pb2.HealthCheckResponse.SERVING
+
+    def serving_future(self, timeout: float = 2.0) -> grpc.Future:
+        """A health check in flight (for probing many workers at once)."""
+        return self._health.Check.future(health_pb2.HealthCheckRequest(service=SERVICE), timeout=timeout)
 
     def close(self) -> None:
         self.channel.close()

@@ -120,12 +120,15 @@ class DeviceLoop:
             self.last_scale = job.time_scale
         job.overrun = self.pacer.emulated and job.compute_s > target
         deadline = job.started + target
-        while (left := deadline - time.perf_counter()) > 0 and not self._stop.is_set():
-            self._stop.wait(left)
+        # The caller going away (deadline, cancel) ends the wait: a stale tile must not hold the device.
+        while (left := deadline - time.perf_counter()) > 0 and not self._stop.is_set() and not job.cancelled:
+            self._stop.wait(min(left, 0.05))
         job.finished = time.perf_counter()
         service = job.service_s
         self.processed += 1
         self.busy_s += service
         self.overruns += int(job.overrun)
+        if job.finished < deadline:  # cut short by a cancel: says nothing about this device's speed
+            return
         rate = 1.0 / max(service, 1e-6)
         self.speed = rate if self.speed <= 0 else (1 - self.alpha) * self.speed + self.alpha * rate

@@ -59,7 +59,7 @@ class WorkerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1", YOLO_OFFLINE="1")
         if self.torch_threads > 0:  # n workers share this machine's cores: no oversubscription
             env.update(OMP_NUM_THREADS=str(self.torch_threads), MKL_NUM_THREADS=str(self.torch_threads))
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab" if self.proc is not None else "wb") as log:  # a restart keeps the old log
             self.proc = subprocess.Popen([sys.executable, "-m", "hode.edge.server", "--spec", str(self.spec_path)],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                          cwd=str(ROOT), env=env, start_new_session=True)

@@ -31,10 +31,14 @@ from hode.edge.codec import MAX_SIDE, PayloadError, decode_tile
 from hode.edge.device import DeviceLoop, TileJob
 from hode.cluster.profiles import profile_from_dict
 from hode.edge.pacing import Pacer, read_profile
+from hode.edge.security import EdgeSecurity, TokenAuth, server_credentials, warn_if_open
 from hode.errors import HodeError, check
 
 log = logging.getLogger("hode.edge.server")
 SERVICE = "hode.edge.EdgeWorker"
+# A request's time_scale beyond this would park the device thread for hours on one tile (a
+# denial of service found by fuzzing); real runs use 1 to a few hundred.
+MAX_TIME_SCALE = 10_000.0
 
 
 def address(host: str, port: int) -> str:
@@ -69,6 +73,12 @@ class WorkerSpec:
     torch_threads: int = 0  # 0: torch's default
     rpc_threads: int = 64
     seed: int = 0
+    # Security (hode.edge.security): where the token and the TLS files are, never their values.
+    token_env: str | None = None
+    token_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_key_passphrase_env: str | None = None
 
     def __post_init__(self) -> None:
         check(isinstance(self.node, str) and self.node, "worker node name must be a non-empty string")
@@ -77,6 +87,11 @@ class WorkerSpec:
               f"max_message_mb must be a positive integer, got {self.max_message_mb!r}")
         check(isinstance(self.time_scale, (int, float)) and self.time_scale > 0,
               f"time_scale must be a number > 0, got {self.time_scale!r}")
+        self.security()  # a bad or literal-secret setting fails here, before anything loads
+
+    def security(self) -> EdgeSecurity:
+        return EdgeSecurity(token_env=self.token_env, token_file=self.token_file, tls_cert=self.tls_cert,
+                            tls_key=self.tls_key, tls_key_passphrase_env=self.tls_key_passphrase_env)
 
     def pacer(self) -> Pacer:
         from hode.cluster.profiles import LoadTrace
@@ -100,8 +115,8 @@ class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
         if n > self.spec.max_tiles:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{n} tiles in one request, the limit is {self.spec.max_tiles}")
         scale = request.time_scale
-        if not math.isfinite(scale) or scale < 0:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"time_scale must be >= 0, got {scale}")
+        if not math.isfinite(scale) or scale < 0 or scale > MAX_TIME_SCALE:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"time_scale must be in [0, {MAX_TIME_SCALE:g}], got {scale}")
         ids = [t.item_id for t in request.tiles]
         if len(set(ids)) != len(ids):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "item_id values repeat within the request")
@@ -167,6 +182,9 @@ def serve(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
     from hode.config import build
 
     pacer = spec.pacer()  # a missing profile or model fails here, before anything listens
+    sec = spec.security()
+    token = sec.token()  # read now: a missing variable or file fails before anything listens
+    creds = server_credentials(sec)
     detector = build(spec.detector)  # checks its settings before torch is even imported
     if spec.torch_threads > 0:
         import torch
@@ -178,12 +196,14 @@ def serve(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=spec.rpc_threads, thread_name_prefix="rpc"),
-                         options=channel_options(spec.max_message_mb))
+                         options=channel_options(spec.max_message_mb),
+                         interceptors=[TokenAuth(token)] if token else None)
     pb_grpc.add_EdgeWorkerServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     where = address(spec.host, spec.port)
+    warn_if_open(spec.host, sec, f"worker '{spec.node}'")
     try:
-        port = server.add_insecure_port(where)
+        port = server.add_secure_port(where, creds) if creds is not None else server.add_insecure_port(where)
     except RuntimeError as e:
         raise HodeError(f"worker '{spec.node}': cannot listen on {where} ({e})") from None
     if not port:
@@ -193,7 +213,9 @@ def serve(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
         tmp = Path(spec.port_file + ".tmp")
         tmp.write_text(str(port))
         tmp.replace(spec.port_file)
-    log.info("worker '%s' (%s) listening on %s, loading the detector", spec.node, pacer.model, address(spec.host, port))
+    log.info("worker '%s' (%s) listening on %s (%s, %s), loading the detector", spec.node, pacer.model,
+             address(spec.host, port), "TLS" if creds is not None else "plaintext",
+             "token required" if token else "no token")
     ms = loop.calibrate()
     loop.start()
     servicer.ready = True

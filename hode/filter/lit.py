@@ -85,7 +85,7 @@ class LitFlowFilter(pl.LightningModule):
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def forward(self, counts: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        return self.net(counts, memory)
+        return self.net(counts, memory if self.net.arch["memory"] else None)
 
     def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         pw = torch.tensor(self.hparams.pos_weight, device=logits.device)
@@ -129,12 +129,25 @@ class LitFlowFilter(pl.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
 
+def predict_samples(net: STNet, s: Samples) -> np.ndarray:
+    """Occupancy probabilities of the net for every sample (batched, no grad)."""
+    net = net.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(s), 4096):
+            c, m = torch.from_numpy(s.counts[i:i + 4096]), torch.from_numpy(s.memory[i:i + 4096])
+            out.append(torch.sigmoid(net(c, m if net.arch["memory"] else None)).numpy())
+    return np.concatenate(out)
+
+
 class DaggerRollouts(pl.Callback):
     """Every ``every`` epochs, roll the current net out closed-loop on the training sequences and
-    add what it saw to the training data (the trainer reloads its dataloader each epoch)."""
+    add what it saw to the training data (the trainer reloads its dataloader each epoch). The
+    rollout policy keeps at the current validation threshold and probes tiles undetected for
+    ``probe_every`` frames at a tenth of it."""
 
-    def __init__(self, every: int = 2, max_rounds: int = 4) -> None:
-        self.every, self.max_rounds, self.rounds = every, max_rounds, 0
+    def __init__(self, every: int = 2, max_rounds: int = 4, probe_every: int = 0) -> None:
+        self.every, self.max_rounds, self.rounds, self.probe_every = every, max_rounds, 0, probe_every
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: LitFlowFilter) -> None:
         if self.every <= 0 or self.rounds >= self.max_rounds or (trainer.current_epoch + 1) % self.every:
@@ -142,7 +155,8 @@ class DaggerRollouts(pl.Callback):
         from hode.filter.st import STFilter
 
         net = copy.deepcopy(pl_module.net).cpu().eval()
-        policy = STFilter(net=net, threshold=float(np.clip(pl_module.threshold, 1e-6, 1 - 1e-6)))
+        th = float(np.clip(pl_module.threshold, 1e-6, 1 - 1e-6))
+        policy = STFilter(net=net, threshold=th, probe_threshold=th / 10, probe_every=self.probe_every)
         added = trainer.datamodule.add_rollouts(policy)
         self.rounds += 1
         log.info("DAgger round %d: %d closed-loop samples of the current net added", self.rounds, added)

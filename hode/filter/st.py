@@ -1,15 +1,24 @@
 """``filter=st``: the trained spatio-temporal flow filter, and its checkpoint file.
 
+The keep rule for a tile with predicted occupancy probability ``p``:
+
+- keep it when ``p >= threshold`` (the net believes someone is there);
+- *probe* it when it has not been detected for ``probe_every`` frames and ``p >= probe_threshold``
+  (the net cannot rule a person out): in the closed loop a skipped tile reports zero whether or
+  not someone walked in, so a tile near a walkway is looked at again now and then, while tiles
+  the net knows stay empty (sky, water) never are. ``probe_every=0`` turns probing off.
+
 A checkpoint is a small ``torch.save`` dict (kilobytes, loaded with ``weights_only=True``)::
 
     {"format": "hode-flow-filter", "version": 1, "arch": {...STNet kwargs}, "state_dict": {...},
-     "threshold": float, "meta": {...how it was trained and what it scored on validation}}
+     "policy": {"threshold", "probe_threshold", "probe_every"}, "meta": {...training, validation}}
 
-The threshold on the tile probability is chosen on validation data for a target recall when the
-net is trained, so the filter needs no tuning at run time.
+The policy is chosen on validation data when the net is trained (task=train_filter), so the
+filter needs no tuning at run time; the config can override each value.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,22 +29,27 @@ from hode.filter.guard import GuardedFilter
 from hode.filter.memory import TileMemory
 from hode.filter.net import STNet
 
+log = logging.getLogger(__name__)
+
 FORMAT = "hode-flow-filter"
 VERSION = 1
+DEFAULT_POLICY = {"threshold": 0.5, "probe_threshold": 1.0, "probe_every": 0}
 
 
-def save_checkpoint(path: str | Path, net: STNet, threshold: float, meta: dict | None = None) -> Path:
-    """Write the net (on CPU, eval-ready), its threshold and metadata to ``path``."""
+def save_checkpoint(path: str | Path, net: STNet, policy: dict, meta: dict | None = None) -> Path:
+    """Write the net (on CPU), its keep policy and metadata to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    policy = {**DEFAULT_POLICY, **{k: v for k, v in policy.items() if k in DEFAULT_POLICY}}
     torch.save({"format": FORMAT, "version": VERSION, "arch": dict(net.arch), "state_dict": state,
-                "threshold": float(threshold), "meta": meta or {}}, path)
+                "policy": {"threshold": float(policy["threshold"]), "probe_threshold": float(policy["probe_threshold"]),
+                           "probe_every": int(policy["probe_every"])}, "meta": meta or {}}, path)
     return path
 
 
-def load_checkpoint(path: str | Path) -> tuple[STNet, float, dict]:
-    """``(net in eval mode, threshold, meta)``; a missing or foreign file raises WeightsError."""
+def load_checkpoint(path: str | Path) -> tuple[STNet, dict, dict]:
+    """``(net in eval mode, policy, meta)``; a missing or foreign file raises WeightsError."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"flow-filter checkpoint {path} does not exist (train one with task=train_filter)")
@@ -50,42 +64,57 @@ def load_checkpoint(path: str | Path) -> tuple[STNet, float, dict]:
     try:
         net = STNet(**ckpt["arch"])
         net.load_state_dict(ckpt["state_dict"])
+        policy = {**DEFAULT_POLICY, **dict(ckpt.get("policy") or {})}
     except Exception as e:
         raise WeightsError(f"{path} does not match the flow-filter network: {str(e).splitlines()[0][:200]}") from None
-    return net.eval(), float(ckpt["threshold"]), dict(ckpt.get("meta") or {})
+    return net.eval(), policy, dict(ckpt.get("meta") or {})
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-7), 1 - 1e-7)
+    return float(np.log(p / (1 - p)))
 
 
 class STFilter(GuardedFilter):
     """The trained trend/closeness net as a :class:`~hode.filter.base.FlowFilter`.
 
     While the history is shorter than the trend window (the first frames of a video) every tile
-    is kept. ``threshold`` overrides the checkpoint's validated threshold (for sweeps). The filter
-    is stateful when the net reads memory maps (it remembers its own keep masks); an empty history
-    means a new video and resets that state.
+    is kept. ``threshold``, ``probe_threshold`` and ``probe_every`` override the checkpoint's
+    validated policy. The filter is stateful (it remembers its own keep masks); an empty history
+    means a new video and resets that state. Give ``net`` instead of ``ckpt`` to wrap a net in
+    memory (training rollouts).
     """
 
     def __init__(self, ckpt: str | None = None, name: str = "st", threshold: float | None = None,
+                 probe_threshold: float | None = None, probe_every: int | None = None,
                  guard: dict | None = None, net: STNet | None = None) -> None:
         super().__init__(guard)
         check((ckpt is None) != (net is None), "filter=st needs exactly one of ckpt (a checkpoint path) or net")
-        check(threshold is None or 0.0 < float(threshold) < 1.0,
-              f"filter.threshold must be a probability in (0, 1) or null, got {threshold!r}")
+        for key, v in (("threshold", threshold), ("probe_threshold", probe_threshold)):
+            check(v is None or 0.0 < float(v) <= 1.0, f"filter.{key} must be a probability in (0, 1] or null, got {v!r}")
+        check(probe_every is None or (isinstance(probe_every, int) and probe_every >= 0),
+              f"filter.probe_every must be a non-negative integer (0 = no probing) or null, got {probe_every!r}")
         self.name, self.ckpt = name, str(ckpt) if ckpt is not None else "<in memory>"
         if net is None:
-            net, ckpt_threshold, self.meta = load_checkpoint(ckpt)
+            net, policy, self.meta = load_checkpoint(ckpt)
         else:
-            ckpt_threshold, self.meta = 0.5, {}
+            policy, self.meta = dict(DEFAULT_POLICY), {}
         self.net = net.eval()
         self.trend = net.arch["trend"]
-        self.memory = TileMemory() if net.arch.get("memory") else None
+        self.memory = TileMemory()
         self._last_keep: np.ndarray | None = None
-        self.set_threshold(float(threshold) if threshold is not None else ckpt_threshold)
+        self._warned = False
+        overrides = {"threshold": threshold, "probe_threshold": probe_threshold, "probe_every": probe_every}
+        self.set_policy(**{**policy, **{k: v for k, v in overrides.items() if v is not None}})
 
-    def set_threshold(self, threshold: float) -> None:
-        self.threshold = threshold
+    def set_policy(self, threshold: float, probe_threshold: float, probe_every: int) -> None:
+        self.threshold, self.probe_threshold, self.probe_every = float(threshold), float(probe_threshold), int(probe_every)
         # compare logits, not probabilities: saves a sigmoid per frame
-        p = min(max(threshold, 1e-7), 1 - 1e-7)
-        self._logit_threshold = float(np.log(p / (1 - p)))
+        self._z_keep, self._z_probe = _logit(threshold), _logit(probe_threshold)
+
+    @property
+    def policy(self) -> dict:
+        return {"threshold": self.threshold, "probe_threshold": self.probe_threshold, "probe_every": self.probe_every}
 
     def check_grid(self, grid: tuple[int, int]) -> None:
         bound = self.net.grid
@@ -97,13 +126,12 @@ class STFilter(GuardedFilter):
     def reset(self) -> None:
         super().reset()
         self._last_keep = None
-        if self.memory is not None:
-            self.memory.since_kept = None
+        self.memory.since_kept = None
 
     def logits(self, history: np.ndarray) -> np.ndarray:
         """Per-tile logits for the frame after ``history`` (at least ``trend`` frames)."""
         x = torch.from_numpy(np.ascontiguousarray(history[-self.trend:], np.float32))[None]
-        m = None if self.memory is None else torch.from_numpy(self.memory.features())[None]
+        m = torch.from_numpy(self.memory.features())[None] if self.net.arch["memory"] else None
         with torch.inference_mode():
             return self.net(x, m)[0].numpy()
 
@@ -111,11 +139,18 @@ class STFilter(GuardedFilter):
         self.check_grid(history.shape[1:])
         if len(history) == 0:
             self.reset()  # a new video
-        if self.memory is not None:
-            self.memory.update(history, self._last_keep)
+        self.memory.update(history, self._last_keep)
         if len(history) < self.trend:
+            if not self._warned and self.guard._step > 4 * self.trend:
+                log.warning("filter %s keeps every tile: it needs %d frames of history, the pipeline gives %d "
+                            "(runner.history)", self.name, self.trend, len(history))
+                self._warned = True
             return np.ones(history.shape[1:], bool)
-        return self.logits(history) >= self._logit_threshold
+        z = self.logits(history)
+        keep = z >= self._z_keep
+        if self.probe_every:
+            keep |= (z >= self._z_probe) & (self.memory.since_kept >= self.probe_every)
+        return keep
 
     def __call__(self, history: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
         keep = super().__call__(history, truth)

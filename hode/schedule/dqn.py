@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -46,23 +47,42 @@ TIME_CLIP = 5.0  # seconds; an unmeasured cluster (speed 1 item/s everywhere) re
 # ----- 1. state ----------------------------------------------------------------------------------
 
 def features(nodes: Sequence[NodeState], n_items: int, n_ref: float) -> np.ndarray:
-    """The DQN's input for one decision, ``(2M + 2,)`` float32.
+    """The DQN's input for one decision, ``(3M + 2,)`` float32, all computed from the paper's state.
 
     Per node the paper's (q_i, v_i), made independent of the cluster's absolute speed and of the
     frame's size so one network serves every load level: q_i / n (queue in units of this frame's
-    tiles) and v_i / sum(v) (share of the total speed). Then two scalars: n / n_ref, the number of
-    tiles to place (the paper feeds it to the DQN too, Fig. 7), and n / sum(v), the seconds the
-    whole cluster needs for them, which sets the scale of the reward's finish-time variance.
-    Down nodes read as zero speed and queue.
+    tiles) and v_i / sum(v) (share of the total speed). Per node again, the share of the n tiles that
+    would make every node's estimated finish time (q_i + x_i) / v_i equal (water-filling, clipped at
+    0): the balance point the reward's finish-time term measures against, which the network would
+    otherwise have to learn to compute from the ratios. Then two scalars: n / n_ref, the number of
+    tiles to place (the paper feeds it to the DQN too, Fig. 7), and n / sum(v), the seconds the whole
+    cluster needs for them, which sets the scale of the reward's variance. Down nodes read as zero.
     """
     up = np.array([n.up for n in nodes], bool)
-    v = np.array([max(n.speed, 0.0) for n in nodes], np.float32) * up
-    q = np.array([n.queue for n in nodes], np.float32) * up
+    v = np.array([max(n.speed, 0.0) for n in nodes], np.float64) * up
+    q = np.array([n.queue for n in nodes], np.float64) * up
     total = float(v.sum())
-    v = v / total if total > 0 else up / max(up.sum(), 1)
-    q = np.minimum(q / max(n_items, 1), QUEUE_CLIP)
+    vs = v / total if total > 0 else up / max(up.sum(), 1)
+    qs = q / max(n_items, 1)
     frame_s = min(n_items / total, TIME_CLIP) if total > 0 else TIME_CLIP
-    return np.concatenate([q, v, [n_items / n_ref, frame_s]]).astype(np.float32)
+    return np.concatenate([np.minimum(qs, QUEUE_CLIP), vs, balanced_shares(qs, vs, up),
+                           [n_items / n_ref, frame_s]]).astype(np.float32)
+
+
+def balanced_shares(q: np.ndarray, v: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """Shares x (sum 1, x >= 0) of one unit of new work equalising (q_i + x_i) / v_i over the nodes
+    that get any: water-filling, with queues and speeds in the same units as ``features``."""
+    x = np.zeros(len(q))
+    active = up & (v > 0)
+    for _ in range(len(q)):
+        if not active.any():
+            break
+        level = (1 + q[active].sum()) / v[active].sum()
+        x = np.where(active, level * v - q, 0.0)
+        if (x[active] >= 0).all():
+            break
+        active &= x > 0  # nodes whose queue already reaches past the level get nothing
+    return np.clip(x, 0, None)
 
 
 def up_vector(nodes: Sequence[NodeState]) -> np.ndarray:
@@ -141,6 +161,17 @@ class ReplayBuffer:
                 self.next_up[idx], torch.from_numpy(self.dones[idx]))
 
 
+@contextmanager
+def one_thread():
+    """Torch on one thread for these tiny nets: on a loaded machine its thread pool costs ~20x."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
 # ----- 4. agent ----------------------------------------------------------------------------------
 
 class DQNAgent:
@@ -148,7 +179,8 @@ class DQNAgent:
 
     def __init__(self, nodes: int, step: float = 0.1, hidden: int = 64, lr: float = 1e-3, gamma: float = 0.2,
                  buffer_size: int = 50_000, batch_size: int = 64, learn_every: int = 4,
-                 target_every: int = 250, n_ref: float = 40.0, action_embedding: bool = True, seed: int = 0) -> None:
+                 target_every: int = 250, n_ref: float = 40.0, action_embedding: bool = True,
+                 reward_clip: float | None = 5.0, seed: int = 0) -> None:
         check(isinstance(nodes, int) and nodes >= 1, f"the DQN needs at least one node, got {nodes!r}")
         check(isinstance(hidden, int) and hidden > 0, f"scheduler.hidden must be a positive integer, got {hidden!r}")
         check(0 <= gamma < 1, f"scheduler.gamma must be in [0, 1), got {gamma!r}")
@@ -157,8 +189,11 @@ class DQNAgent:
         self.nodes, self.step, self.hidden, self.n_ref = nodes, step, hidden, float(n_ref)
         self.action_embedding = bool(action_embedding)
         self.gamma, self.batch_size, self.learn_every, self.target_every = gamma, batch_size, learn_every, target_every
+        # Rewards clipped to +-reward_clip (as DQN on Atari does): a few transitions around slowdowns,
+        # node failures and unmeasured speeds swing the variance by 100x and would drown the rest.
+        self.reward_clip = reward_clip
         self.actions = simplex_actions(nodes, step)
-        self.obs_dim = 2 * nodes + 2
+        self.obs_dim = 3 * nodes + 2
         torch.manual_seed(seed)
         self.rng = random.Random(seed)
         self.q = QNetwork(self.obs_dim, self.actions, hidden, self.action_embedding)
@@ -200,11 +235,17 @@ class DQNAgent:
     # -- learning ----------------------------------------------------------------------------------
 
     def remember(self, obs, action: int, rew: float, next_obs, next_up, done: bool = False) -> None:
+        if self.reward_clip:
+            rew = float(np.clip(rew, -self.reward_clip, self.reward_clip))
         self.buffer.add(obs, action, rew, next_obs, next_up, done)
         self.steps += 1
 
     def learn(self) -> float:
         """One gradient step of the TD loss on a replayed batch (Algorithm 1, lines 11-12)."""
+        with one_thread():
+            return self._learn()
+
+    def _learn(self) -> float:
         obs, act, rew, nxt, nxt_up, done = self.buffer.sample(self.batch_size)
         with torch.no_grad():
             target_q = self.target(nxt)
@@ -292,7 +333,8 @@ class DQNScheduler(Scheduler):
                  lambda2: float = 100.0, n_ref: float = 40.0, dispatch: str = "accuracy_aware", online: bool = False,
                  epsilon: float = 0.05, lr: float = 1e-4, gamma: float = 0.2, buffer_size: int = 10_000,
                  batch_size: int = 64, learn_every: int = 4, target_every: int = 250, learning_starts: int = 64,
-                 action_embedding: bool = True, seed: int = 0, name: str | None = None) -> None:
+                 action_embedding: bool = True, reward_clip: float | None = 5.0, seed: int = 0,
+                 name: str | None = None) -> None:
         super().__init__(name)
         self.ckpt = ckpt
         self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
@@ -301,7 +343,7 @@ class DQNScheduler(Scheduler):
         self.online, self.epsilon, self.learning_starts = bool(online), float(epsilon), learning_starts
         self._agent_kwargs = dict(step=step, hidden=hidden, n_ref=n_ref, lr=lr, gamma=gamma, buffer_size=buffer_size,
                                   batch_size=batch_size, learn_every=learn_every, target_every=target_every,
-                                  action_embedding=action_embedding, seed=seed)
+                                  action_embedding=action_embedding, reward_clip=reward_clip, seed=seed)
         self.agent: DQNAgent | None = None
         self._prev: tuple[np.ndarray, int, list[NodeState]] | None = None
         self.losses: list[float] = []

@@ -80,7 +80,7 @@ class SchedulingEnv(gym.Env):
         if self.fixed_trace is not None:
             self.fixed_trace.check_nodes([n.name for n in topology])
         self.actions = simplex_actions(m, step)
-        high = np.array([QUEUE_CLIP] * m + [1.0] * m + [len(self.pixels) / n_ref, TIME_CLIP], np.float32)
+        high = np.array([QUEUE_CLIP] * m + [1.0] * 2 * m + [len(self.pixels) / n_ref, TIME_CLIP], np.float32)
         self.observation_space = gym.spaces.Box(np.zeros_like(high), high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(len(self.actions))
         self._rng = np.random.default_rng(seed)

@@ -2,11 +2,12 @@
 
 Data: ground-truth tracks turned into per-tile count matrices, from ``dataset=...`` (one scene per
 seed for the synthetic crowd: ``split=seed``; or contiguous time blocks of a video: ``split=time``)
-or from MOT tracks, e.g. the real TUD tracks bundled with motmetrics (``task.source=mot``), split train:val:test
-3:1:1 with no frame shared between splits. Validation picks the checkpoint (val F1 at the
-target recall), stops early, and then chooses the keep threshold for the target recall by
-closed-loop rollouts on the validation sequences. The small checkpoint (kilobytes) goes to
-``task.ckpt_out`` (default ``<run dir>/filter_st.ckpt``); use it with ``filter=st filter.ckpt=PATH``.
+or from MOT tracks, e.g. the real TUD tracks bundled with motmetrics (``task.source=mot``), split
+train:val:test 3:1:1 with no frame shared between splits. Samples are open loop (true histories)
+and closed loop (Comp-1 and DAgger rollouts of the net itself). Validation F1 picks the checkpoint
+and stops training early; the keep policy (threshold, probe threshold) is then chosen on the
+validation data for the target recall. The small checkpoint (kilobytes) goes to ``task.ckpt_out``
+(default ``<run dir>/filter_st.ckpt``); use it with ``filter=st filter.ckpt=PATH``.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from hode.config import build, load_option
 from hode.errors import ConfigError, check
 from hode.filter.evaluate import evaluate
 from hode.filter.st import STFilter, save_checkpoint
-from hode.filter.threshold import closed_loop_threshold
+from hode.filter.threshold import closed_loop_threshold, threshold_for_recall
 from hode.filter.tracks import TrackSequence, from_source, split_blocks
 from hode.results import plain_config, run_dir, write_results
 
@@ -147,11 +148,11 @@ def train(cfg: DictConfig, splits: dict[str, list[TrackSequence]], out: Path) ->
     else:
         pos_weight = float(t.pos_weight)
     module = LitFlowFilter(arch, lr=float(t.lr), weight_decay=float(t.weight_decay), pos_weight=pos_weight,
-                           focal_gamma=float(t.focal_gamma), target_recall=float(t.target_recall), flip=bool(t.flip))
+                           focal_gamma=float(t.focal_gamma), target_recall=float(t.sample_recall), flip=bool(t.flip))
     ckpt_cb = ModelCheckpoint(dirpath=str(out / "lightning_ckpt"), monitor="val_f1", mode="max", save_top_k=1,
                               filename="best-{epoch}")
     callbacks = [ckpt_cb, EarlyStopping(monitor="val_f1", mode="max", patience=int(t.patience)),
-                 DaggerRollouts(every=int(t.dagger_every), max_rounds=int(t.dagger_rounds))]
+                 DaggerRollouts(every=int(t.dagger_every), max_rounds=int(t.dagger_rounds), probe_every=int(t.probe_every))]
     trainer = pl.Trainer(max_epochs=int(t.epochs), max_steps=int(t.max_steps) if t.max_steps else -1,
                          accelerator="cpu", devices=1, logger=_loggers(cfg, out, f"train_filter-{seq0.name}"),
                          callbacks=callbacks, enable_progress_bar=bool(cfg.progress), enable_model_summary=False,
@@ -165,40 +166,52 @@ def train(cfg: DictConfig, splits: dict[str, list[TrackSequence]], out: Path) ->
         best = module
     net = best.net.cpu().eval()
     curves = loss_curves(out / "lightning" / "metrics.csv")
-    return {"net": net, "sample_threshold": float(best.threshold), "pos_weight": pos_weight, "curves": curves,
+    return {"net": net, "val_samples": dm.data["val"], "pos_weight": pos_weight, "curves": curves,
             "data_s": round(t_data, 1), "train_s": round(t_train, 1), "epochs": trainer.current_epoch,
             "best_val_f1": float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else None,
             "samples": {k: len(v) for k, v in dm.data.items()}, "tiler": tiler, "trainer": trainer}
 
 
+def choose_policy(net, val: list[TrackSequence], val_samples, tiler, sample_recall: float, target_recall: float,
+                  probe_every: int) -> tuple[dict, dict]:
+    """The keep policy, on validation data only: the keep threshold reaches ``sample_recall`` on the
+    validation samples; then the probe threshold is the highest that reaches ``target_recall`` in
+    closed-loop rollouts of the validation sequences. Returns (policy, its val closed-loop scores)."""
+    from hode.filter.lit import predict_samples
+
+    threshold = threshold_for_recall(predict_samples(net, val_samples), val_samples.target, sample_recall)
+    make = lambda pt: STFilter(net=net, threshold=threshold, probe_threshold=min(pt, threshold),  # noqa: E731
+                               probe_every=probe_every)
+    if probe_every <= 0:
+        return {"threshold": threshold, "probe_threshold": 1.0, "probe_every": 0}, \
+            evaluate(make(1.0), val, tiler, closed=True)
+    pt, val_scores = closed_loop_threshold(make, val, tiler, target_recall, lo=1e-5, hi=threshold)
+    return {"threshold": threshold, "probe_threshold": min(pt, threshold), "probe_every": probe_every}, val_scores
+
+
 def main(cfg: DictConfig) -> dict:
     t = cfg.task
     out = run_dir()
-    check(0.0 < float(t.target_recall) < 1.0, f"task.target_recall must be in (0, 1), got {t.target_recall!r}")
+    for key in ("target_recall", "sample_recall"):
+        check(0.0 < float(t[key]) < 1.0, f"task.{key} must be in (0, 1), got {t[key]!r}")
     splits = load_splits(cfg)
     r = train(cfg, splits, out)
     net, tiler = r["net"], r["tiler"]
-    if t.threshold_on == "closed_loop":
-        threshold, val = closed_loop_threshold(lambda th: STFilter(net=net, threshold=th), splits["val"], tiler,
-                                               float(t.target_recall))
-    elif t.threshold_on == "samples":
-        threshold = r["sample_threshold"]
-        val = evaluate(STFilter(net=net, threshold=threshold), splits["val"], tiler, closed=True)
-    else:
-        raise ConfigError(f"task.threshold_on must be 'closed_loop' or 'samples', got {t.threshold_on!r}")
-    flt = STFilter(net=net, threshold=threshold)
+    policy, val = choose_policy(net, splits["val"], r["val_samples"], tiler, float(t.sample_recall),
+                                float(t.target_recall), int(t.probe_every))
+    flt = STFilter(net=net, **policy)
     test = {"open_loop": evaluate(flt, splits["test"], tiler, closed=False),
             "closed_loop": evaluate(flt, splits["test"], tiler, closed=True)}
     meta = {"source": str(t.source), "split": str(t.split), "dataset": splits["train"][0].name.split("[")[0],
             "train": [s.name for s in splits["train"]], "val": [s.name for s in splits["val"]],
             "test": [s.name for s in splits["test"]], "tile": tiler.tile, "pad": list(tiler.pad),
             "frame": [splits["train"][0].width, splits["train"][0].height], "target_recall": float(t.target_recall),
-            "threshold_on": str(t.threshold_on), "val_closed_loop": val, "test": test, "epochs": r["epochs"],
+            "sample_recall": float(t.sample_recall), "val_closed_loop": val, "test": test, "epochs": r["epochs"],
             "trained": time.strftime("%Y-%m-%d")}
     ckpt = Path(t.ckpt_out) if t.ckpt_out else out / "filter_st.ckpt"
-    save_checkpoint(ckpt, net, threshold, meta)
+    save_checkpoint(ckpt, net, policy, meta)
     fig = plot_curves(r["curves"], out / "filter_loss.png")
-    results = {"task": "train_filter", "ckpt": str(ckpt), "ckpt_bytes": ckpt.stat().st_size, "threshold": threshold,
+    results = {"task": "train_filter", "ckpt": str(ckpt), "ckpt_bytes": ckpt.stat().st_size, "policy": policy,
                "grid": list(tiler.grid(splits["train"][0].height, splits["train"][0].width)),
                "params": sum(p.numel() for p in net.parameters()), "pos_weight": r["pos_weight"],
                "samples": r["samples"], "epochs": r["epochs"], "best_val_f1": r["best_val_f1"],
@@ -219,8 +232,8 @@ def main(cfg: DictConfig) -> dict:
                 log.warning("wandb summary failed: %s", str(e).splitlines()[0][:200])
     c = test["closed_loop"]
     print(f"flow filter: grid {results['grid'][0]}x{results['grid'][1]}, {results['params']} params, "
-          f"{results['ckpt_bytes'] / 1024:.1f} KiB, threshold {threshold:.4g} (val closed-loop recall "
-          f"{val['recall']:.4f})")
+          f"{results['ckpt_bytes'] / 1024:.1f} KiB, threshold {policy['threshold']:.4g}, probe "
+          f"{policy['probe_threshold']:.4g} every {policy['probe_every']} (val closed-loop recall {val['recall']:.4f})")
     print(f"test closed-loop: accuracy {c['accuracy']:.4f} recall {c['recall']:.4f} precision {c['precision']:.4f} "
           f"skipped {c['skipped']:.3f}")
     print(f"checkpoint: {ckpt}  (use: python run.py filter=st filter.ckpt={ckpt})")

@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""The project's headline numbers, measured side by side in one run (paper values beside them).
+
+On the same synthetic 4K frames, the paper's five nodes (topology=paper5) in the simulator:
+  - HODE (filter=st + scheduler=dqn) vs Infer-4K (scheduler=fourk, native 4K): fps ratio, mAP50 loss
+  - HODE vs the oracle (true occupancy, true current speeds): throughput fraction
+  - camera-side costs per 4K frame in HODE's run: flow filter, scheduling decision, tiling, merge, total;
+    and the filter and the DQN decision timed alone (median over many calls, batch 1, one thread)
+  - simulator speed: frames per wall second of the replay path (queues + DQN scheduler, no camera
+    loop) and of the pipeline run above
+Methods are the Fig. 11 sweep's (conf/experiment/method/*.yaml), applied to one composed config.
+
+    python experiments/bench_headline.py                       # 12 frames (cache misses run YOLO: minutes on a CPU)
+    python experiments/bench_headline.py --frames 60 --replay-frames 20000
+    python run.py +experiment=bench                            # the same as a Hydra job (results.json in its run dir)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hode.config import CONF_DIR, ROOT, build, load_option
+
+METHODS = ("fourk", "hode", "oracle")
+PAPER = {"speedup": 2.01, "map_loss": "< 1%", "filter_ms": 2.7, "schedule_ms": 1.0}
+
+
+def with_method(cfg: DictConfig, method: str) -> DictConfig:
+    """``cfg`` with a method's filter/scheduler options and values (conf/experiment/method/<m>.yaml)."""
+    spec = OmegaConf.load(CONF_DIR / "experiment" / "method" / f"{method}.yaml")
+    out = cfg.copy()
+    with open_dict(out):
+        for entry in spec.get("defaults", []):
+            for key, option in dict(entry).items():  # {"override /filter": "st"}
+                group = str(key).split("/")[-1]
+                if out[group].get("name") != str(option):  # keep the command line's settings of the same option
+                    out[group] = load_option(group, str(option))
+        rest = OmegaConf.masked_copy(spec, [k for k in spec if k != "defaults"])
+        out.merge_with(rest)
+    return out
+
+
+def run_method(cfg: DictConfig) -> dict:
+    """One pipeline run of ``cfg`` (runner=sim): the run task's summary, plus the objects for timing."""
+    from hode.pipeline import Pipeline
+    from hode.tasks.run import summarize
+
+    frames = list(build(cfg.dataset))
+    flt, sched = build(cfg.filter), build(cfg.scheduler)
+    backend = build(cfg.runner.backend, topology=build(cfg.topology), detector=cfg.detector, _recursive_=False)
+    pipe = Pipeline(build(cfg.tiling), flt, sched, backend, history=cfg.runner.history,
+                    in_flight=cfg.runner.in_flight, progress=bool(cfg.progress))
+    backend.start()
+    t0 = time.perf_counter()
+    try:
+        trace = pipe.run(frames, total=len(frames))
+    finally:
+        stats = backend.stats()
+        backend.close()
+    s = summarize(trace, stats)
+    s["wall_s"] = time.perf_counter() - t0
+    s["cache_misses"] = sum(n.get("cache_misses", 0) for n in stats)
+    return {"summary": s, "filter": flt, "scheduler": sched, "backend": backend, "frames": frames}
+
+
+def median_ms(fn, reps: int) -> float:
+    fn()
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(ts)
+
+
+def component_times(cfg: DictConfig, run: dict, reps: int) -> dict:
+    """The filter on a real history and the DQN decision on real node states, timed alone."""
+    import numpy as np
+    import torch
+
+    from hode.schedule.base import tile_work
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the camera's one core
+    try:
+        tiler, frame = build(cfg.tiling), run["frames"][-1]
+        H, W = frame.shape
+        grid = tiler.grid(H, W)
+        counts = [tiler.counts(f.gt, H, W) for f in run["frames"]]
+        need = int(cfg.runner.history)
+        counts = (counts * need)[-need:] if len(counts) < need else counts[-need:]  # a full history, as mid-run
+        hist = np.stack(counts).astype(np.float32)
+        flt_ms = median_ms(lambda: run["filter"](hist, None), reps)
+        items = tile_work(frame, tiler, np.ones(grid, bool), hist[-1])
+        states = run["backend"].states()
+        sched_ms = median_ms(lambda: run["scheduler"].assign(items, states), reps)
+    finally:
+        torch.set_num_threads(threads)
+    return {"filter_ms_median": flt_ms, "schedule_ms_median": sched_ms, "reps": reps, "tiles": len(items)}
+
+
+def simulator_speed(cfg: DictConfig, replay_frames: int) -> dict:
+    """Frames per wall second of the simulator's replay path with HODE's scheduler (no detections)."""
+    from hode.cluster.sim_replay import replay
+
+    sim = build(cfg.runner.backend, topology=build(cfg.topology), detector=cfg.detector, _recursive_=False)
+    sim.start()
+    windows = [t.window for t in build(cfg.tiling).tiles(int(cfg.dataset.height), int(cfg.dataset.width))]
+    t0 = time.perf_counter()
+    out = replay(sim, build(cfg.scheduler), list(range(replay_frames)), windows, in_flight=int(cfg.runner.in_flight),
+                 count_detections=False)
+    wall = time.perf_counter() - t0
+    sim.close()
+    return {"frames": replay_frames, "wall_s": wall, "frames_per_s": replay_frames / wall, "virtual_fps": out.fps}
+
+
+def bench(cfg: DictConfig, replay_frames: int = 5000, reps: int = 500) -> dict:
+    runs, res = {}, {"frames": int(cfg.dataset.frames), "methods": {}}
+    for m in METHODS:
+        mc = with_method(cfg, m)
+        print(f"bench: {m} ({mc.scheduler.name} + {mc.filter.name}) on {cfg.dataset.frames} frames ...", flush=True)
+        runs[m] = run_method(mc)
+        s = runs[m]["summary"]
+        res["methods"][m] = {k: s[k] for k in ("fps", "map50", "map50_95", "latency_ms", "tiles", "overhead_ms",
+                                               "frames", "wall_s", "cache_misses")}
+    f, h, o = (res["methods"][m] for m in METHODS)
+    res["speedup_hode_over_fourk"] = h["fps"] / f["fps"]
+    res["map50_loss_points"] = (f["map50"] - h["map50"]) if None not in (f["map50"], h["map50"]) else None
+    res["hode_over_oracle_fps"] = h["fps"] / o["fps"]
+    res["camera_ms_per_frame"] = sum(v for v in h["overhead_ms"].values() if v is not None)
+    hode_cfg = with_method(cfg, "hode")
+    res["components"] = component_times(hode_cfg, runs["hode"], reps)
+    res["simulator"] = simulator_speed(hode_cfg, replay_frames)
+    res["simulator"]["pipeline_frames_per_s"] = h["frames"] / h["wall_s"]
+    return res
+
+
+def table(r: dict) -> str:
+    f, h, o = (r["methods"][m] for m in METHODS)
+    c, s = r["components"], r["simulator"]
+    loss = r["map50_loss_points"]
+    rel = loss / f["map50"] if loss is not None and f["map50"] else None
+    rows = [
+        ("HODE / Infer-4K throughput", f"{PAPER['speedup']:.2f}x (12.13 / 6.02 fps)",
+         f"{r['speedup_hode_over_fourk']:.2f}x ({h['fps']:.2f} / {f['fps']:.2f} fps)"),
+        ("mAP50 loss, Infer-4K -> HODE", PAPER["map_loss"],
+         "n/a" if loss is None else f"{100 * loss:+.2f} pt ({f['map50']:.3f} -> {h['map50']:.3f}, {100 * rel:+.1f}% rel)"),
+        ("HODE / oracle throughput", "n/a", f"{r['hode_over_oracle_fps']:.3f} ({h['fps']:.2f} / {o['fps']:.2f} fps)"),
+        ("flow filter latency / frame", f"{PAPER['filter_ms']} ms",
+         f"{h['overhead_ms']['filter']:.3f} ms in the run; {c['filter_ms_median']:.3f} ms alone (median)"),
+        ("scheduling decision / frame", f"{PAPER['schedule_ms']} ms",
+         f"{h['overhead_ms']['schedule']:.3f} ms in the run; {c['schedule_ms_median']:.3f} ms alone ({c['tiles']} tiles)"),
+        ("camera-side overhead / 4K frame", "n/a",
+         f"{r['camera_ms_per_frame']:.2f} ms (" + ", ".join(f"{k} {v:.2f}" for k, v in h["overhead_ms"].items()) + ")"),
+        ("simulator frames / wall s", "n/a",
+         f"{s['frames_per_s']:,.0f} replay path ({s['frames']} frames), {s['pipeline_frames_per_s']:.2f} pipeline "
+         f"(incl. {h['cache_misses']} cache misses)"),
+    ]
+    w = max(len(a) for a, _, _ in rows)
+    lines = [f"headline numbers: {r['frames']} synthetic 4K frames, topology=paper5, runner=sim (virtual fps)",
+             f"  {'':<{w}}  {'paper':<26}this run"]
+    lines += [f"  {a:<{w}}  {b:<26}{c_}" for a, b, c_ in rows]
+    return "\n".join(lines)
+
+
+def main(cfg: DictConfig) -> dict:
+    """``python run.py +experiment=bench``: the benchmark as a task (results.json in the run dir)."""
+    from hode.results import run_dir, write_results
+
+    b = cfg.get("bench", {})
+    res = bench(cfg, int(b.get("replay_frames", 5000)), int(b.get("reps", 500)))
+    res = write_results(cfg, {"task": "bench", **res})
+    print(table(res))
+    print(f"results: {run_dir() / 'results.json'}")
+    return res
+
+
+def cli() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=12, help="synthetic 4K frames per method")
+    ap.add_argument("--replay-frames", type=int, default=5000, help="frames through the simulator's replay path")
+    ap.add_argument("--reps", type=int, default=500, help="calls timed for the filter and the DQN decision")
+    ap.add_argument("--out", default=str(ROOT / "outputs" / "bench_headline" / "results.json"))
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. seed=3 dataset.density=1.5")
+    args = ap.parse_args()
+    from hydra import compose, initialize_config_dir
+
+    over = ["runner=sim", "topology=paper5", "logger=none", "progress=false", f"dataset.frames={args.frames}",
+            *args.overrides]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=over)
+    res = bench(cfg, args.replay_frames, args.reps)
+    res["overrides"] = over
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(res, indent=1, default=float))
+    print(table(res))
+    print(f"results: {args.out}")
+
+
+if __name__ == "__main__":
+    cli()

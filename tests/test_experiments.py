@@ -1,0 +1,168 @@
+"""Experiment definitions and sweeps: every figure's config composes at both sizes, a real tiny
+multirun (joblib launcher) records its failing job and keeps the other's results, resume skips
+finished jobs, one W&B group per sweep."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments.sweep import SweepJob, job_overrides
+from hode.config import CONF_DIR, ROOT, build, options
+
+FIGURES = ["fig2", "fig3", "fig8", "fig9", "fig11", "fig12", "fig13"]
+METHODS = sorted(p.stem for p in (CONF_DIR / "experiment" / "method").glob("*.yaml"))
+
+
+def compose_with_hydra(overrides: list[str]):
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    OmegaConf.set_struct(cfg, False)
+    return cfg
+
+
+def test_the_contract_names_exist() -> None:
+    assert set(FIGURES + ["paper", "bench"]) <= set(options("experiment"))
+    assert {"hode", "fourk", "elf", "salbs", "oracle"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("name", FIGURES + ["paper", "bench", "smoke"])
+@pytest.mark.parametrize("size", ["quick", "full"])
+def test_every_experiment_composes_at_both_sizes(name: str, size: str) -> None:
+    cfg = compose_with_hydra([f"+experiment={name}", f"experiment.size={size}"])
+    assert cfg.experiment.name == name
+    assert set(cfg.experiment.get("sizes", {"quick": 0, "full": 0})) >= {"quick", "full"}
+    assert str(cfg.hydra.sweep.dir).startswith(f"multirun/{name}/") and str(cfg.hydra.sweep.dir).endswith(size)
+    assert "sweep_summary" in cfg.hydra.callbacks
+    hydra = {k: OmegaConf.to_container(cfg.hydra[k], resolve=True) for k in ("sweeper", "launcher")}
+    del cfg["hydra"]
+    OmegaConf.to_container(cfg, resolve=True)  # every size-dependent value resolves
+    plain = {"hydra": hydra}
+    params = plain["hydra"]["sweeper"]["params"] or {}
+    for key, value in params.items():
+        for choice in str(value).split(","):
+            if key == "+experiment/method":
+                assert choice in METHODS
+            elif (CONF_DIR / key).is_dir():  # a config group swept by option name
+                assert choice in options(key), (key, choice)
+    if plain["hydra"]["launcher"]["_target_"].endswith("JoblibLauncher"):
+        assert 1 <= plain["hydra"]["launcher"]["n_jobs"] <= 2  # a 2-core machine
+    if name in ("fig3",):  # timings: never two jobs at once
+        assert not plain["hydra"]["launcher"]["_target_"].endswith("JoblibLauncher")
+
+
+def test_sizes_change_the_work() -> None:
+    quick = compose_with_hydra(["+experiment=fig11", "+experiment/method=hode"])
+    full = compose_with_hydra(["+experiment=fig11", "+experiment/method=hode", "experiment.size=full"])
+    assert quick.dataset.frames < full.dataset.frames
+    assert (quick.scheduler.name, quick.filter.name, quick.topology.name, quick.runner.name) == ("dqn", "st", "paper5", "sim")
+    f13 = compose_with_hydra(["+experiment=fig13", "+experiment/method=salbs"])
+    assert f13.runner.name == "sim_dynamic" and max(e.end for e in f13.runner.load_trace) <= f13.dataset.frames
+    f8 = compose_with_hydra(["+experiment=fig8"])
+    assert f8.task.name == "train_filter" and len(f8.task.seeds.train) < 9
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_options_build(method: str) -> None:
+    cfg = compose_with_hydra(["+experiment=fig11", f"+experiment/method={method}", "logger=none"])
+    assert cfg.experiment.method == method
+    missing = [str(c) for c in (cfg.filter.get("ckpt"), cfg.scheduler.get("ckpt")) if c and not Path(str(c)).exists()]
+    if missing:  # the shipped filter / DQN checkpoints are made by the filter and scheduler training tasks
+        pytest.skip(f"shipped weights missing: {missing}")
+    build(cfg.filter)
+    build(cfg.scheduler)
+
+
+def test_fourk_method_runs_the_detector_at_native_4k() -> None:
+    cfg = compose_with_hydra(["+experiment=fig11", "+experiment/method=fourk"])
+    assert cfg.scheduler.name == "fourk" and cfg.detector.imgsz == 3840
+
+
+def test_sweep_job_groups_tags_and_identifies_jobs(tmp_path: Path) -> None:
+    cfg = OmegaConf.create({"experiment": {"name": "fig11", "size": "quick", "resume": True},
+                            "logger": {"_target_": "hode.logger.WandbLogger", "group": None},
+                            "task": {"name": "run"}})
+    job = SweepJob(cfg, tmp_path / "3", tmp_path, 3, ["+experiment=fig11", "scheduler=dqn", "experiment.resume=true"])
+    job.prepare()
+    assert cfg.logger.group == f"fig11-{tmp_path.name}" and list(cfg.logger.tags) == ["fig11", "size=quick"]
+    null = OmegaConf.create({"logger": {"_target_": "hode.logger.NullLogger"}})
+    SweepJob(null, tmp_path / "0", tmp_path, 0, []).prepare()
+    assert "group" not in null.logger and "tags" not in null.logger  # NullLogger takes no such arguments
+    assert not job.finished_before()  # nothing recorded yet
+    job.ok()
+    assert not job.finished_before()  # ok but no results.json: run again
+    (tmp_path / "3" / "results.json").write_text("{}")
+    assert job.finished_before()
+    other = SweepJob(cfg, tmp_path / "3", tmp_path, 3, ["+experiment=fig11", "scheduler=salbs"])
+    assert not other.finished_before()  # another job's results in that dir
+    assert job_overrides(["b=1", "experiment.resume=true", "a=2"]) == ["a=2", "b=1"]
+
+
+def _sweep(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", "+experiment=smoke", "logger=none", f"hydra.sweep.dir={tmp}",
+           "dataset.width=512", "dataset.height=384", "dataset.frames=1", "hydra.sweeper.params.seed=0",
+           "tiling.pad=[16,16],[600,10]", *extra]
+    return subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=240)
+
+
+def test_real_sweep_records_the_failing_job_and_resumes(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    p = _sweep(sweep)  # joblib launcher, two jobs in parallel; job 1 has an impossible padding
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]  # the summary says a job failed
+    ok, bad = json.loads((sweep / "0" / "job.json").read_text()), json.loads((sweep / "1" / "job.json").read_text())
+    assert ok["status"] == "ok" and bad["status"] == "failed"
+    assert bad["error"] == "tiling.pad [600, 10] must be smaller than tiling.tile 512"
+    assert "tiling.pad=[600,10]" in bad["overrides"] and bad["experiment"] == "smoke"
+    assert json.loads((sweep / "0" / "results.json").read_text())["frames"] == 1
+    assert not (sweep / "1" / "results.json").exists()
+    assert "1 ok, 1 failed" in p.stdout and "tiling.pad [600, 10]" in p.stdout
+
+    from reports.__main__ import main as reports_main
+
+    assert reports_main([str(sweep), "--wandb", "off"]) == 0
+    md = (sweep / "REPORT.md").read_text()
+    assert "Sweep `smoke`" in md and "**failed**: tiling.pad [600, 10] must be smaller" in md
+    assert (sweep / "sweep_smoke.png").is_file()
+
+    before = (sweep / "0" / "results.json").stat().st_mtime_ns
+    p = _sweep(sweep, "experiment.resume=true")
+    assert "resume: job 0" in p.stdout and "skipped" in p.stdout, p.stdout[-2000:]
+    assert (sweep / "0" / "results.json").stat().st_mtime_ns == before  # not redone
+    assert json.loads((sweep / "1" / "job.json").read_text())["status"] == "failed"  # redone, fails again
+
+
+def test_an_unknown_size_is_one_clear_line() -> None:
+    from experiments.sweep import check_size
+    from hode.errors import ConfigError
+
+    cfg = compose_with_hydra(["+experiment=fig11", "experiment.size=medium"])
+    with pytest.raises(ConfigError, match="experiment.size must be one of quick, full, got 'medium'"):
+        check_size(cfg)
+    check_size(compose_with_hydra(["+experiment=fig11", "experiment.size=full"]))
+    check_size(compose_with_hydra([]))  # no experiment: nothing to check
+
+
+def test_paper_refuses_an_unknown_figure() -> None:
+    from experiments.paper import main as paper_main
+    from hode.errors import ConfigError
+
+    cfg = OmegaConf.create({"experiment": {"figures": ["fig11", "fig99"], "size": "quick"}})
+    with pytest.raises(ConfigError, match="unknown figure 'fig99'"):
+        paper_main(cfg)
+
+
+def test_bench_applies_methods_to_one_config() -> None:
+    from experiments.bench_headline import with_method
+
+    cfg = compose_with_hydra(["runner=sim", "topology=paper5", "logger=none"])
+    fourk, hode = with_method(cfg, "fourk"), with_method(cfg, "hode")
+    assert (fourk.scheduler.name, fourk.filter.name, fourk.detector.imgsz) == ("fourk", "none", 3840)
+    assert (hode.scheduler.name, hode.filter.name, hode.detector.imgsz) == ("dqn", "st", 704)
+    assert cfg.scheduler.name == "roundrobin"  # the base config is untouched

@@ -1,0 +1,119 @@
+"""The spatio-temporal net and its checkpoint: shapes on any grid, save/load, refusals."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from hode.config import ROOT
+from hode.errors import WeightsError
+from hode.filter.net import STNet
+from hode.filter.st import STFilter, load_checkpoint, save_checkpoint
+
+SHIPPED = ROOT / "weights" / "filter_st_synthetic.ckpt"
+
+
+@pytest.mark.parametrize("grid", [(1, 1), (2, 3), (5, 8), (9, 16)])
+@pytest.mark.parametrize("fusion,memory", [("cell", True), ("shared", False)])
+def test_net_gives_one_logit_per_tile(grid, fusion, memory):
+    net = STNet(*grid, channels=4, units=1, fusion=fusion, memory=memory).eval()
+    counts = torch.rand(3, 5, *grid) * 4
+    mem = torch.rand(3, 2, *grid) if memory else None
+    assert net(counts, mem).shape == (3, *grid)
+    assert net.grid == (grid if fusion == "cell" else None)
+
+
+def test_shared_fusion_runs_on_any_grid():
+    net = STNet(5, 8, channels=4, units=1, fusion="shared", memory=False).eval()
+    assert net(torch.zeros(1, 5, 3, 4)).shape == (1, 3, 4)
+
+
+def test_filter_keeps_all_during_warmup_then_a_mask(tmp_path):
+    path = save_checkpoint(tmp_path / "f.ckpt", STNet(3, 4, channels=4, units=1), {"threshold": 0.5})
+    f = STFilter(str(path))
+    h = np.random.default_rng(0).poisson(1.0, (6, 3, 4)).astype(np.float32)
+    assert f(h[:0]).all() and f(h[:3]).all()  # fewer frames than the trend window: keep all
+    keep = f(h)
+    assert keep.shape == (3, 4) and keep.dtype == bool
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    net = STNet(2, 3, channels=4, units=1).eval()
+    policy = {"threshold": 0.3, "probe_threshold": 0.01, "probe_every": 7}
+    path = save_checkpoint(tmp_path / "f.ckpt", net, policy, {"note": "x"})
+    loaded, got, meta = load_checkpoint(path)
+    assert got == policy and meta == {"note": "x"}
+    x, m = torch.rand(2, 5, 2, 3), torch.rand(2, 2, 2, 3)
+    assert torch.allclose(net(x, m), loaded(x, m))
+    f = STFilter(str(path), probe_every=0)
+    assert f.policy == {"threshold": 0.3, "probe_threshold": 0.01, "probe_every": 0}  # config overrides ckpt
+    assert path.stat().st_size < 64 * 1024
+
+
+def test_threshold_decides_the_mask(tmp_path):
+    path = save_checkpoint(tmp_path / "f.ckpt", STNet(2, 3, channels=4, units=1), {"threshold": 0.5})
+    h = np.ones((5, 2, 3), np.float32)
+    assert STFilter(str(path), threshold=1e-6)(h).all()
+    assert not STFilter(str(path), threshold=1.0)(h).any()
+
+
+def test_probing_looks_at_a_stale_tile_again(tmp_path):
+    net = STNet(1, 2, channels=2, units=0, memory=False)
+    with torch.no_grad():  # a net that says p = sigmoid(-3) ~ 0.05 everywhere
+        for p in net.parameters():
+            p.zero_()
+        net.bias.fill_(-3.0)
+    path = save_checkpoint(tmp_path / "f.ckpt", net, {"threshold": 0.5, "probe_threshold": 0.01, "probe_every": 3})
+    f = STFilter(str(path))
+    h = np.zeros((5, 1, 2), np.float32)
+    f(h[:0])  # new video: all kept
+    masks = [bool(f(h).any()) for _ in range(9)]
+    assert masks == [False, False, False, True, False, False, False, True, False]
+    assert not any(STFilter(str(path), probe_threshold=0.1)(h).any() for _ in range(9))
+
+
+def test_wrong_grid_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "f.ckpt", STNet(5, 8, channels=4, units=1), {"threshold": 0.5})
+    with pytest.raises(WeightsError, match="5x8 tile grid, but this run's grid is 3x4"):
+        STFilter(str(path))(np.zeros((5, 3, 4), np.float32))
+
+
+def test_not_a_checkpoint_is_a_weights_error(tmp_path):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"\x00not a checkpoint at all")
+    with pytest.raises(WeightsError, match="is not a flow-filter checkpoint"):
+        STFilter(str(junk))
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(WeightsError, match="format tag"):
+        STFilter(str(other))
+    with pytest.raises(WeightsError, match="does not exist"):
+        STFilter(str(tmp_path / "missing.ckpt"))
+
+
+def test_shipped_checkpoint_is_small_and_for_the_default_grid():
+    net, policy, meta = load_checkpoint(SHIPPED)
+    assert net.grid == (5, 8)
+    assert SHIPPED.stat().st_size < 200 * 1024
+    assert 0 < policy["threshold"] <= 1 and meta["tile"] == 512
+    f = STFilter(str(SHIPPED))
+    h = np.zeros((5, 5, 8), np.float32)
+    h[:, 2:4, 1:6] = 3  # a crowd in the middle rows
+    keep = f(h)
+    assert keep[2:4, 1:6].all(), "tiles occupied in every recent frame must be kept"
+    assert not keep[0].any(), "the sky row (nobody ever walks there) must be skipped"
+
+
+def test_run_py_reports_a_bad_checkpoint_in_one_line(tmp_path):
+    junk = tmp_path / "junk.ckpt"
+    junk.write_text("hello")
+    r = subprocess.run([sys.executable, "run.py", "filter=st", f"filter.ckpt={junk}", "logger=none", "progress=false",
+                        "dataset.frames=1", f"hydra.run.dir={tmp_path / 'run'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "not a flow-filter checkpoint" in lines[0], r.stderr[-2000:]

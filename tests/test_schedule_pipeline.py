@@ -1,0 +1,59 @@
+"""Schedulers inside the real camera loop: runner=sim on topology=local2, real detectors on small
+synthetic frames (the detection cache is filled by the real YOLO on a miss)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hode.config import build
+from hode.pipeline import Pipeline
+
+from conftest import compose_config
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("detections")  # shared: later schedulers replay what earlier ones computed
+
+
+def run(scheduler: str, cache_dir, frames: int = 3):
+    cfg = compose_config([f"scheduler={scheduler}", "runner=sim", "topology=local2", f"dataset.frames={frames}",
+                          "runner.in_flight=2", f"runner.backend.cache_dir={cache_dir}"])  # 1024x768: 2x2 tiles
+    topology = build(cfg.topology)
+    backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
+    sched = build(cfg.scheduler)
+    sent = []
+    submit = backend.submit
+
+    def spy(frame_id, items, assignment):
+        sent.append(([it.kind for it in items], list(assignment)))
+        submit(frame_id, items, assignment)
+
+    backend.submit = spy
+    backend.start()
+    try:
+        trace = Pipeline(build(cfg.tiling), build(cfg.filter), sched, backend, in_flight=2, progress=False).run(build(cfg.dataset))
+    finally:
+        backend.close()
+    return trace, sent
+
+
+def test_dqn_with_its_shipped_checkpoint_balances_tiles_over_both_nodes(cache_dir):
+    trace, sent = run("dqn", cache_dir)
+    assert len(trace.records) == 3 and all(kinds == ["tile"] * 4 for kinds, _ in sent)
+    per_node = np.bincount(sum((a for _, a in sent), []), minlength=2)
+    assert per_node.sum() == 12 and per_node.min() > 0
+    assert all(len(r.detections) > 0 for r in trace.records)
+
+
+def test_fourk_sends_one_whole_frame_each_time(cache_dir):
+    trace, sent = run("fourk", cache_dir)
+    assert len(trace.records) == 3 and [kinds for kinds, _ in sent] == [["frame"]] * 3
+    assert trace.records[0].keep.all()  # the filter is bypassed
+
+
+def test_elf_crops_around_the_last_boxes(cache_dir):
+    trace, sent = run("elf", cache_dir)
+    assert len(trace.records) == 3
+    assert sent[0][0] == ["tile"] * 4  # nothing seen yet: every tile
+    assert any(set(kinds) == {"crop"} for kinds, _ in sent[1:])  # then crops of the expanded last boxes
