@@ -141,7 +141,11 @@ def setup_lines(job: Job | None) -> list[str]:
         lines.append(f"Runner `{get(c, 'runner.name')}`" + (
             "; load trace: " + ", ".join(f"{t.get('node')} x{t.get('factor')} on frames {t.get('start')}-{t.get('end')}"
                                          for t in trace if isinstance(t, dict)) if trace else "") + ".")
-    if get(c, "detector.name"):
+    models = sorted({n.get("model") for n in nodes if isinstance(n, dict) and n.get("model")})
+    if len(models) > 1:
+        lines.append(f"Detectors: each node runs its model's option ({', '.join(models)}; conf/detector/) at imgsz "
+                     f"{get(c, 'detector.imgsz')}; tiles {get(c, 'tiling.tile')} px, padding {get(c, 'tiling.pad')}.")
+    elif get(c, "detector.name"):
         lines.append(f"Detector option `{get(c, 'detector.name')}` (imgsz {get(c, 'detector.imgsz')}, weights "
                      f"`{Path(str(get(c, 'detector.weights', '?'))).name}`); tiles {get(c, 'tiling.tile')} px, "
                      f"padding {get(c, 'tiling.pad')}.")

@@ -20,8 +20,6 @@ METHODS = sorted(p.stem for p in (CONF_DIR / "experiment" / "method").glob("*.ya
 
 
 def compose_with_hydra(overrides: list[str]):
-    from omegaconf import open_dict
-
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
     OmegaConf.set_struct(cfg, False)

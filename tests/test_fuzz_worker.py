@@ -17,10 +17,10 @@ from hode.edge.codec import encode_tile
 from test_edge_support import running, shared_worker, wait_serving
 
 REQUESTS = 5000
-TIME_LIMIT_S = 90  # a hard stop for a very slow machine; about 20 s on a quiet 2-core one
+TIME_LIMIT_S = 90  # a hard stop for a very slow machine; about 10 s on a quiet 2-core one
 REFERENCE_EVERY = 250
-# Acceptable answers to a bad request; UNAVAILABLE (crash), DEADLINE_EXCEEDED (hang) and UNKNOWN
-# (an unhandled exception in the servicer) are failures.
+# Acceptable answers to a bad request; UNAVAILABLE (crash), DEADLINE_EXCEEDED (hang), UNKNOWN (an
+# unhandled exception in the servicer) and INTERNAL (a failure inside the worker) are failures.
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
            grpc.StatusCode.UNIMPLEMENTED}
 FAST_SCALE = 0.01  # valid fuzzed tiles are paced at 1% of the profile: the device is never the bottleneck
@@ -77,7 +77,7 @@ def structured(rng: np.random.Generator) -> bytes:
         sides = [0, 1, 2, 7, 33, 64, 9000, 2**32 - 1]
         h, w, c = int(rng.choice(sides)), int(rng.choice(sides)), int(rng.choice([0, 1, 3, 4, 255]))
         kind = int(rng.integers(0, 6))  # 3..5 are not in the enum
-        if rng.random() < 0.35:  # a valid raw tile of a tiny or odd size: must run and answer
+        if rng.random() < 0.1:  # a valid raw tile of a tiny or odd size: must run and answer
             h, w, c, kind = int(rng.integers(1, 48)), int(rng.integers(1, 48)), 3, pb.RAW
             data = rng.integers(0, 256, h * w * 3, dtype=np.uint8).tobytes()
             dtype = "uint8"
@@ -113,8 +113,9 @@ def test_fuzz_worker_stays_up_and_keeps_answering_correctly(worker):
         except grpc.RpcError as e:
             code, detail = e.code(), e.details() or ""
         codes[code.name] = codes.get(code.name, 0) + 1
-        ok = code in ALLOWED or (code == grpc.StatusCode.INTERNAL and "deserializ" in detail.lower())
-        if not ok:
+        # grpc's own health service answers garbage with INTERNAL "Exception deserializing request!"
+        stock = method == "Health" and code == grpc.StatusCode.INTERNAL and "deserializ" in detail.lower()
+        if code not in ALLOWED and not stock:
             bad.append(f"{method} {len(payload)} bytes: {code.name}: {detail[:200]}")
 
     def check_reference() -> None:
@@ -134,11 +135,11 @@ def test_fuzz_worker_stays_up_and_keeps_answering_correctly(worker):
             jobs = []
             for _ in range(REFERENCE_EVERY):
                 r = rng.random()
-                if r < 0.30:
+                if r < 0.55:
                     jobs.append(("Detect", rng.bytes(int(rng.integers(0, 512)))))
-                elif r < 0.72:
+                elif r < 0.75:
                     jobs.append(("Detect", mutate(pool[int(rng.integers(0, len(pool)))], rng)))
-                elif r < 0.94:
+                elif r < 0.95:
                     jobs.append(("Detect", structured(rng)))
                 else:
                     jobs.append((str(rng.choice(["Status", "Nope", "Health"])), rng.bytes(int(rng.integers(0, 64)))))
@@ -146,10 +147,11 @@ def test_fuzz_worker_stays_up_and_keeps_answering_correctly(worker):
             sent += len(jobs)
             check_reference()
     elapsed = time.monotonic() - start
+    print(f"fuzz: {sent} requests in {elapsed:.1f} s: {codes}")
     assert not bad, f"{len(bad)} unexpected answers, e.g. {bad[:5]}"
     assert sent >= REQUESTS, f"only {sent} requests in {elapsed:.0f} s"
     assert running(proc.pid) and client.status().pid == pid, "the worker restarted or died"
-    assert codes.get("OK", 0) > 100 and codes.get("INVALID_ARGUMENT", 0) > 1000, codes
+    assert codes.get("OK", 0) > 50 and codes.get("INVALID_ARGUMENT", 0) > 300, codes
     assert codes.get("RESOURCE_EXHAUSTED", 0) >= 2, codes
     check_reference()
     channel.close()

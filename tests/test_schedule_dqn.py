@@ -80,6 +80,10 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         DQNAgent.load(other)
     with pytest.raises(WeightsError, match="not found"):
         DQNAgent.load(tmp_path / "missing.pt")
+    with pytest.raises(WeightsError, match="not found"):
+        DQNScheduler(ckpt=str(tmp_path / "missing.pt")).assign(tiles(4), states([1, 1]))
+    # one node: nothing to decide, no checkpoint needed
+    assert DQNScheduler(ckpt=str(tmp_path / "missing.pt")).assign(tiles(3), states([1])) == [0, 0, 0]
 
 
 def test_online_learning_stores_transitions_and_learns():

@@ -3,10 +3,12 @@
 Shared by the live runner (wall clock, callbacks on gRPC threads) and the simulator (virtual
 clock). Every item sent to a node gets a deadline from what the camera expects of that node:
 
-    deadline = sent + deadline_k x position x expected service time + deadline_slack_s
+    deadline = sent + deadline_k x work ahead x expected tile time + deadline_slack_s
 
-where ``position`` is the item's place in the node's queue (items sent and not returned, itself
-included) and the expected service time is 1 / the node's measured speed (a moving average). An
+where the work ahead is what the node has been sent and has not returned, this item included, in
+tile units (:func:`item_units`: a whole frame counts as many tiles), and the expected tile time is
+1 / the node's measured speed (a moving average), but never slower than what the node was
+expected to manage at start-up (its device profile). An
 item past its deadline is *hedged*: a copy goes to the up node that would finish it first, and
 whichever copy comes back first is the result; later copies are dropped (counted as duplicates).
 An item whose every copy was lost (its node died, was marked down, or refused it) is
@@ -19,6 +21,7 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
+from hode.cluster.profiles import TILE_PIXELS
 from hode.errors import check
 from hode.types import NodeState, WorkItem
 
@@ -62,8 +65,17 @@ class FailoverPolicy:
         check(not unknown, f"runner.failover: unknown key(s) {unknown} (known: {', '.join(sorted(known))})")
         return cls(**cfg)
 
-    def deadline(self, sent: float, position: int, service_s: float) -> float:
-        return sent + self.deadline_k * max(position, 1) * max(service_s, 0.0) + self.deadline_slack_s
+    def deadline(self, sent: float, units: float, unit_s: float) -> float:
+        """``units``: the node's expected work up to and including this item, in tiles
+        (:func:`item_units`); ``unit_s``: its expected time for one tile."""
+        return sent + self.deadline_k * max(units, 0.25) * max(unit_s, 0.0) + self.deadline_slack_s
+
+
+def item_units(pixels: int) -> float:
+    """An item's expected cost in tiles (a padded 512 tile, 704x608, is 1): deadlines and slowness
+    compare service times with this times the node's expected tile time. Linear in pixels, as
+    YOLO's cost is, and at least a quarter tile (fixed per-call costs dominate small crops)."""
+    return max(pixels / TILE_PIXELS, 0.25)
 
 
 def expected_service_s(state: NodeState) -> float:
@@ -80,6 +92,31 @@ def pick_node(states: Sequence[NodeState], exclude: set[int] | frozenset = froze
         if t < best_t:
             best, best_t = i, t
     return best
+
+
+class Slowness:
+    """Camera-side evidence that a node is slower than its measured speed says: a factor >= 1 per
+    node that divides the speed the schedulers see. A missed deadline sets it to at least
+    ``deadline_k``, a reply whose service took ``r`` times the expected time to at least ``r`` (when
+    ``r >= threshold``); it decays back to 1 with a half-life of ``half_life`` expected service times.
+    Without it a straggler whose late copies are cancelled never looks slow (its speed is measured
+    only from the items it finishes) and keeps getting work that then has to be hedged."""
+
+    def __init__(self, n: int, half_life: float = 10.0, threshold: float = 2.0) -> None:
+        self.half_life, self.threshold = half_life, threshold
+        self._f = [1.0] * n
+        self._t = [0.0] * n
+
+    def factor(self, i: int, now: float, expected_s: float) -> float:
+        f = self._f[i]
+        if f <= 1.0:
+            return 1.0
+        return 1.0 + (f - 1.0) * 0.5 ** (max(now - self._t[i], 0.0) / max(self.half_life * expected_s, 1e-9))
+
+    def observe(self, i: int, now: float, ratio: float, expected_s: float) -> None:
+        if ratio >= self.threshold:
+            self._f[i] = max(self.factor(i, now, expected_s), ratio)
+            self._t[i] = now
 
 
 @dataclass
@@ -192,6 +229,14 @@ class FaultLog:
             return {"redispatched": self.redispatched, "hedged": self.hedged, "duplicates": self.duplicates,
                     "nodes_down": self.nodes_down, "readmitted": self.readmitted, "restarts": self.restarts,
                     "events": [dict(e) for e in self.events]}
+
+
+def events_list(events: Any, where: str) -> list:
+    """A trace option as a list of events (a string or a mapping is a mistake, not a list of characters)."""
+    if events is None:
+        return []
+    check(isinstance(events, (list, tuple)), f"{where} must be a list of events, got {type(events).__name__} {events!r}")
+    return list(events)
 
 
 @dataclass

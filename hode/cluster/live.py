@@ -37,7 +37,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import grpc
 
-from hode.cluster.failover import FailoverPolicy, FaultLog, Flight, Tracker, pick_node
+from hode.cluster.failover import (FailoverPolicy, FaultLog, Flight, Slowness, Tracker, events_list, item_units,
+                                   pick_node)
 from hode.cluster.profiles import LoadTrace, profile_from_dict
 from hode.cluster.topology import Node, Topology
 from hode.detect.factory import detector_config
@@ -74,6 +75,7 @@ class _Link:
     thread: threading.Thread | None = None
     up: bool = True
     outstanding: int = 0
+    pending_units: float = 0.0  # the outstanding items' expected cost in tiles (failover.item_units)
     speed: float = 0.0
     items: int = 0
     busy_s: float = 0.0
@@ -117,7 +119,7 @@ class LiveBackend:
         self.topology, self.emulate, self.auto_margin = topology, bool(emulate), float(auto_margin)
         self.time_scale_cfg = time_scale
         self.time_scale = float(time_scale) if time_scale != "auto" else 1.0
-        self.trace = LoadTrace(list(load_trace or []))  # validated here; the workers apply it
+        self.trace = LoadTrace(events_list(load_trace, "runner.load_trace"))  # validated here; the workers apply it
         self.trace.check_nodes([n.name for n in topology])
         self.encoding, self.quality, self.batch, self.bind = encoding, jpeg_quality, batch, bind
         self.start_timeout_s, self.rpc_timeout_s, self.max_message_mb = start_timeout_s, rpc_timeout_s, max_message_mb
@@ -135,6 +137,7 @@ class LiveBackend:
         self.chaos = _check_chaos(chaos, [n.name for n in topology])
         self.tracker = Tracker(self.policy)
         self.faults = FaultLog()
+        self.slowness = Slowness(len(topology))
         self._parked: dict[tuple[int, int], float] = {}  # items no node could take yet -> since when
         self._calls: dict[tuple[int, int], dict[int, grpc.Future]] = {}  # one-item Detect calls, by item and node
         self._calls_lock = threading.Lock()
@@ -285,7 +288,9 @@ class LiveBackend:
         return time.perf_counter()
 
     def _states(self) -> list[NodeState]:
-        return [NodeState(l.node.name, l.node.model, l.node.rank, queue=l.outstanding, speed=l.speed or 1.0, up=l.up)
+        now = self.now()
+        return [NodeState(l.node.name, l.node.model, l.node.rank, queue=l.outstanding, up=l.up,
+                          speed=(l.speed or 1.0) / self.slowness.factor(l.index, now, l.expected_s()))
                 for l in self._links]
 
     def states(self) -> list[NodeState]:
@@ -315,10 +320,10 @@ class LiveBackend:
             per_node.setdefault(node, []).append(item)
         for node, its in per_node.items():
             link = self._links[node]
-            service = link.expected_s()
-            ahead = link.outstanding
-            for k, it in enumerate(its):
-                self.tracker.add(frame_id, it, node, t, self.policy.deadline(t, ahead + k + 1, service))
+            unit_s, ahead = link.expected_s(), link.pending_units
+            for it in its:
+                ahead += item_units(it.pixels)
+                self.tracker.add(frame_id, it, node, t, self.policy.deadline(t, ahead, unit_s))
             size = self.batch or len(its)
             for k in range(0, len(its), size):
                 self._send(link, frame_id, its[k:k + size], t)
@@ -364,7 +369,14 @@ class LiveBackend:
     def _send(self, link: _Link, frame_id: int, items: list[WorkItem], submitted: float) -> None:
         with link.lock:
             link.outstanding += len(items)
+            link.pending_units += sum(item_units(it.pixels) for it in items)
         link.sendq.put((frame_id, items, submitted))
+
+    @staticmethod
+    def _settle(link: _Link, items: list[WorkItem]) -> None:
+        """``items`` left ``link`` (answered, failed, cancelled, or never sent); call under ``link.lock``."""
+        link.outstanding -= len(items)
+        link.pending_units = max(link.pending_units - sum(item_units(it.pixels) for it in items), 0.0)
 
     def _sender(self, link: _Link) -> None:
         while True:
@@ -375,14 +387,14 @@ class LiveBackend:
             client = link.client
             if self.policy.enabled and (not link.up or client is None):  # went down after the items were queued
                 with link.lock:
-                    link.outstanding -= len(items)
+                    self._settle(link, items)
                 self._lost(link, frame_id, items)
                 continue
             try:
                 req = client.request(frame_id, [(it.item_id, it.crop) for it in items], self.time_scale)
             except Exception as e:
                 with link.lock:
-                    link.outstanding -= len(items)
+                    self._settle(link, items)
                 self._fatal(link, f"cannot encode frame {frame_id}: {e}")
                 continue
             sent = self.now()
@@ -390,7 +402,7 @@ class LiveBackend:
                 fut = client.detect_future(req, timeout=self.rpc_timeout_s)
             except Exception as e:  # the channel was closed under us (node restarted or closing)
                 with link.lock:
-                    link.outstanding -= len(items)
+                    self._settle(link, items)
                 if not self._closed:
                     self._lost(link, frame_id, items)
                 continue
@@ -416,7 +428,7 @@ class LiveBackend:
             reply = fut.result()
         except Exception as e:  # grpc.RpcError, or cancellation (node marked down, a copy won, or close)
             with link.lock:
-                link.outstanding -= len(items)
+                self._settle(link, items)
                 link.calls.discard(fut)
             if self._closed:
                 return
@@ -441,10 +453,14 @@ class LiveBackend:
                 link.compute_s += r.compute_s
                 link.overruns += int(r.overrun)
             link.items += len(results)
-            link.outstanding -= len(items)
+            self._settle(link, items)
             link.speed = reply.speed or link.speed
             link.overhead_s.append(max((received - sent) - server_time_s(reply), 0.0))
         losers = []
+        if self.policy.enabled:  # a reply far slower than expected for its size is evidence too
+            unit_s, size = link.expected_s(), {it.item_id: item_units(it.pixels) for it in items}
+            for r in results:
+                self.slowness.observe(link.index, received, r.service_s / (size.get(r.item_id, 1.0) * unit_s), unit_s)
         for r in results:
             verdict = self.tracker.resolve((frame_id, r.item_id), link.index, ok=True)
             if verdict == "duplicate":
@@ -493,7 +509,8 @@ class LiveBackend:
         self._parked.pop(f.key, None)
         link = self._links[node]
         t = self.now()
-        self.tracker.copy_sent(f.key, node, self.policy.deadline(t, link.outstanding + 1, link.expected_s()))
+        self.tracker.copy_sent(f.key, node, self.policy.deadline(t, link.pending_units + item_units(f.item.pixels),
+                                                                 link.expected_s()))
         self.faults.count("hedged" if hedge else "redispatched")
         self._send(link, f.frame_id, [f.item], f.submitted)
         return True
@@ -537,6 +554,8 @@ class LiveBackend:
                 now = self.now()
                 if self.policy.hedge:
                     for f in self.tracker.overdue(now):
+                        for i in list(f.live):  # missed a deadline: slower than the schedulers think
+                            self.slowness.observe(i, now, self.policy.deadline_k, self._links[i].expected_s())
                         if not self._redispatch(f, "overdue", hedge=True):  # no other node: look again later
                             self.tracker.postpone(f.key, now + self.policy.deadline_slack_s + 0.05)
                 for key, since in list(self._parked.items()):

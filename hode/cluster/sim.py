@@ -27,7 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
-from hode.cluster.failover import FailoverPolicy, FailureTrace, FaultLog, Tracker, pick_node
+from hode.cluster.failover import (FailoverPolicy, FailureTrace, FaultLog, Slowness, Tracker, events_list,
+                                   item_units, pick_node)
 from hode.cluster.profiles import TILE_PIXELS, LoadTrace, load_profile
 from hode.cluster.topology import Topology
 from hode.config import ROOT
@@ -183,7 +184,7 @@ class SimBackend:
                                                           and not isinstance(camera_overhead, bool) and camera_overhead >= 0),
               f"runner.backend.camera_overhead must be none, measured or seconds >= 0, got {camera_overhead!r}")
         self.topology, self.seed, self.camera_overhead = topology, seed, camera_overhead
-        trace = load_trace if isinstance(load_trace, LoadTrace) else LoadTrace(list(load_trace or []))
+        trace = load_trace if isinstance(load_trace, LoadTrace) else LoadTrace(events_list(load_trace, "runner.load_trace"))
         trace.check_nodes([n.name for n in topology])
         self.core = NodeQueues(topology, seed, trace, speed_alpha, profiles_dir)
         self.cache = DetectionCache(Path(cache_dir) if cache_dir else ROOT / ".cache" / "detections", dataset, detector)
@@ -194,7 +195,7 @@ class SimBackend:
         self._next_frame = 0
         self._misses = [0] * len(topology)
         self._unsaved = 0
-        self.failures = FailureTrace(list(failure_trace or []))
+        self.failures = FailureTrace(events_list(failure_trace, "runner.failure_trace"))
         self.failures.check_nodes([n.name for n in topology])
         self.policy = FailoverPolicy.from_config({"hedge": False, **dict(failover or {})}
                                                  if not isinstance(failover, FailoverPolicy) else failover)
@@ -206,6 +207,9 @@ class SimBackend:
         self.tracking = self.policy.enabled and (bool(self.failures.events) or self.hedging)
         self.tracker = Tracker(self.policy)
         self.faults = FaultLog()
+        self.slowness = Slowness(len(topology))
+        self._pending = [0.0] * len(topology)  # camera-side expected work outstanding per node, in tiles
+        self._units: dict[tuple[int, int, int], float] = {}  # (frame, item, node) -> that copy's units
         self._deadlines: list[tuple[float, int, int]] = []  # (deadline, frame_id, item_id) heap (hedging)
 
     # ----- the clock --------------------------------------------------------------------------
@@ -234,7 +238,7 @@ class SimBackend:
     def states(self) -> list[NodeState]:
         self._enter()
         self._failures_at(self._next_frame)
-        out = self.core.states(self._next_frame)
+        out = self._camera_states(self._next_frame)
         self._leave()
         return out
 
@@ -295,6 +299,8 @@ class SimBackend:
             done = []
             for i, e in popped:
                 key = (e[3], e[4])
+                unit_s = self._expected_s(i)
+                self.slowness.observe(i, e[0], (e[0] - e[1]) / (self._gone(e[3], e[4], i) * unit_s), unit_s)
                 verdict = self.tracker.resolve(key, i, ok=True)
                 if verdict == "duplicate":
                     self.faults.count("duplicates")
@@ -304,6 +310,7 @@ class SimBackend:
                     for j in list(f.live) if f is not None else ():  # first result wins: unstarted copies leave
                         if self.core.cancel(j, key[0], key[1], self._t):
                             self.tracker.resolve(key, j, ok=False)
+                            self._gone(key[0], key[1], j)
         else:
             done = [Completion(e[3], e[4], i, e[5], e[2], e[1], e[0]) for i, e in popped]
         self._leave()
@@ -311,18 +318,38 @@ class SimBackend:
 
     # ----- failures and hedges (only when a failure trace or hedging is configured) ---------------
 
+    def _camera_states(self, frame: int) -> list[NodeState]:
+        """What the camera sees; with failover tracking on, speeds are divided by the slowness
+        evidence (missed deadlines, slow replies), as the live runner does."""
+        out = self.core.states(frame)
+        if self.tracking:
+            for i, s in enumerate(out):
+                s.speed /= self.slowness.factor(i, self._t, self._expected_s(i))
+        return out
+
     def _expected_s(self, i: int) -> float:
         """Expected service of one item on node ``i`` for deadlines: the measured moving average, but
         never slower than its device profile's tile time (a node that slowed 10x gets no 10x grace)."""
         core = self.core
         return min(1.0 / core.speed[i], core.tile_s[i]) if core.speed[i] > 0 else core.tile_s[i]
 
+    def _sent(self, frame_id: int, item: WorkItem, i: int) -> float:
+        """Count a copy as outstanding on node ``i``; returns the node's work ahead, this item included."""
+        u = item_units(item.pixels)
+        self._units[(frame_id, item.item_id, i)] = u
+        self._pending[i] += u
+        return self._pending[i]
+
+    def _gone(self, frame_id: int, item_id: int, i: int) -> float:
+        """A copy left node ``i`` (finished, cancelled, lost); returns its units."""
+        u = self._units.pop((frame_id, item_id, i), 1.0)
+        self._pending[i] = max(self._pending[i] - u, 0.0)
+        return u
+
     def _track(self, frame_id: int, items: Sequence[WorkItem], nodes: Sequence[int], t: float) -> None:
-        core, p = self.core, self.policy
-        ahead = list(core.outstanding)
+        p = self.policy
         for it, i in zip(items, nodes):
-            ahead[i] += 1
-            deadline = p.deadline(t, ahead[i], self._expected_s(i))
+            deadline = p.deadline(t, self._sent(frame_id, it, i), self._expected_s(i))
             self.tracker.add(frame_id, it, i, t, deadline)
             if self.hedging:
                 heapq.heappush(self._deadlines, (deadline, frame_id, it.item_id))
@@ -332,7 +359,7 @@ class SimBackend:
         f = self.tracker.get(key)
         it = f.item
         det = self.cache.detections(self.topology.nodes[node].model, [(key[0], it.window)], [it.crop])[0]
-        deadline = self.policy.deadline(ready, self.core.outstanding[node] + 1, self._expected_s(node))
+        deadline = self.policy.deadline(ready, self._sent(key[0], it, node), self._expected_s(node))
         self.tracker.copy_sent(key, node, deadline)
         if self.hedging:
             heapq.heappush(self._deadlines, (deadline, key[0], key[1]))
@@ -347,7 +374,9 @@ class SimBackend:
             f = self.tracker.get((frame_id, item_id))
             if f is None or f.done or f.deadline > when or len(f.live) >= p.max_copies or len(f.tried) >= p.max_attempts:
                 continue  # finished, superseded by a later copy's deadline, or out of copies
-            node = pick_node(self.core.states(self._next_frame), exclude=f.live | set(f.tried))
+            for i in f.live:  # missed a deadline: slower than the schedulers think
+                self.slowness.observe(i, when, p.deadline_k, self._expected_s(i))
+            node = pick_node(self._camera_states(self._next_frame), exclude=f.live | set(f.tried))
             if node is not None:
                 self._send_copy(f.key, node, when, "hedged")
 
@@ -382,12 +411,13 @@ class SimBackend:
         self.faults.event(t, name, "down", f"frame {frame}: {len(lost)} items lost")
         for e in lost:
             key = (e[3], e[4])
+            self._gone(e[3], e[4], i)
             if self.tracker.resolve(key, i, ok=False) != "lost":
                 continue
             f = self.tracker.get(key)
-            node = pick_node(core.states(frame), exclude=f.live | set(f.tried)) if f else None
+            node = pick_node(self._camera_states(frame), exclude=f.live | set(f.tried)) if f else None
             if node is None and f is not None:
-                node = pick_node(core.states(frame), exclude=f.live)
+                node = pick_node(self._camera_states(frame), exclude=f.live)
             if node is None:
                 raise HodeError(f"failure trace: no edge node is up to take the items of '{name}' at frame {frame}")
             self._send_copy(key, node, t + self.failure_detect_s, "redispatched")
@@ -395,7 +425,7 @@ class SimBackend:
     def _redirect(self, items: Sequence[WorkItem], assignment: Sequence[int]):
         """Items assigned to a down node go to the best up node instead (counted as re-dispatched)."""
         core = self.core
-        states = core.states(self._next_frame)
+        states = self._camera_states(self._next_frame)
         new = list(assignment)
         for k, a in enumerate(assignment):
             if core.down[int(a)]:

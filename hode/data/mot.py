@@ -39,6 +39,8 @@ PEDESTRIAN = 1
 DISTRACTORS = (2, 7, 8, 12)
 
 
+MAX_INFERRED_SIDE = 16384  # px: a frame size inferred from boxes beyond this is a broken file
+
 def motmetrics_data() -> Path:
     """The ``data/`` folder of the installed motmetrics package (found without importing it)."""
     spec = importlib.util.find_spec("motmetrics")
@@ -80,6 +82,8 @@ def parse_gt(path: Path, layout: str = "auto") -> tuple[np.ndarray, str]:
             raise DataError(f"{path}:{lineno}: not a comma-separated list of numbers: {line[:60]!r}") from None
         if len(vals) < 6:
             raise DataError(f"{path}:{lineno}: expected at least 6 columns (frame,id,x,y,w,h), got {len(vals)}")
+        if not all(math.isfinite(v) for v in vals):
+            raise DataError(f"{path}:{lineno}: not a finite number (nan or inf): {line[:60]!r}")
         ncols = ncols or len(vals)
         if layout == "mot15" or (layout == "auto" and ncols >= 10):
             vals = vals[:7] + [PEDESTRIAN, 1.0] if len(vals) >= 7 else vals[:6] + [1.0, PEDESTRIAN, 1.0]
@@ -163,6 +167,9 @@ class MotSource:
             raise DataError(f"{self.gt_path}: cannot infer the frame size without boxes; set dataset.im_size")
         x2 = (self.rows[:, 2] + self.rows[:, 4]).max()
         y2 = (self.rows[:, 3] + self.rows[:, 5]).max()
+        if max(x2, y2) > MAX_INFERRED_SIDE:  # one wrong box must not make a gigantic blank frame
+            raise DataError(f"{self.gt_path}: box extents reach {x2:g}x{y2:g} px, beyond {MAX_INFERRED_SIDE} px a "
+                            "side: a box is wrong, or set dataset.im_size")
         return (int(math.ceil(x2 / 32) * 32), int(math.ceil(y2 / 32) * 32)), "inferred from box extents"
 
     def _image_path(self, frame_no: int) -> Path:

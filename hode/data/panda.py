@@ -12,6 +12,7 @@ unreadable are skipped and recorded in :attr:`PandaSource.skipped` (``results.js
 from __future__ import annotations
 
 import json
+import math
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,6 +75,8 @@ def norm_rect(rect: Any, where: str) -> np.ndarray:
     tl, br = _get(rect, "tl", dict, where), _get(rect, "br", dict, where)
     box = [_get(tl, "x", num, f"{where}.tl"), _get(tl, "y", num, f"{where}.tl"),
            _get(br, "x", num, f"{where}.br"), _get(br, "y", num, f"{where}.br")]
+    if not all(math.isfinite(v) for v in box):  # JSON NaN/Infinity: a broken box, not "outside the frame"
+        raise DataError(f"{where}: coordinates must be finite numbers, got {box}")
     return np.clip(np.asarray(box, np.float64), 0.0, 1.0)
 
 

@@ -84,6 +84,8 @@ def read_image(path: Path, native: tuple[int, int] | None = None,
     """
     if not path.is_file():
         return None, "file not found"
+    if path.stat().st_size == 0:
+        return None, "empty file (0 bytes)"
     if _truncated(path):
         return None, "truncated image file (no end marker)"
     flag = cv2.IMREAD_COLOR
@@ -94,7 +96,10 @@ def read_image(path: Path, native: tuple[int, int] | None = None,
             if factor >= f:
                 flag = reduced
                 break
-    image = cv2.imread(str(path), flag)
+    try:
+        image = cv2.imread(str(path), flag)
+    except cv2.error as e:  # e.g. a header claiming more pixels than OpenCV's decoder limit
+        return None, f"OpenCV cannot decode it: {str(e).strip().splitlines()[-1].split('error: ', 1)[-1][:120]}"
     if image is None:
         return None, "not a readable image"
     return image, ""

@@ -32,6 +32,14 @@ def person_class(names: dict[int, str] | list[str], weights: str) -> int:
     raise WeightsError(f"{weights}: checkpoint has no 'person' class (classes: {list(dict(items).values())[:10]}...)")
 
 
+def _is_box_detector(net) -> bool:
+    """True for a plain YOLO detection network (not classify, segment, pose or obb)."""
+    from ultralytics.nn import tasks
+
+    others = tuple(getattr(tasks, n) for n in ("SegmentationModel", "PoseModel", "OBBModel") if hasattr(tasks, n))
+    return isinstance(net, tasks.DetectionModel) and not isinstance(net, others)
+
+
 class YoloDetector:
     """``detector=yolov5n|s|m``: an ultralytics YOLO checkpoint run on batches of crops."""
 
@@ -59,9 +67,14 @@ class YoloDetector:
             try:
                 self._model = YOLO(self.weights, task="detect")
                 names = self._model.names
+                net = self._model.model
             except Exception as e:  # ultralytics raises many kinds on a bad file
                 raise WeightsError(f"detector.weights: {self.weights} is not a YOLO checkpoint "
                                    f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+            if not _is_box_detector(net):  # e.g. a classification network: it would fail deep inside predict
+                self._model = None
+                raise WeightsError(f"detector.weights: {self.weights} holds a {type(net).__name__}, not a YOLO "
+                                   "detection model")
             self._person = person_class(names, self.weights)
         return self._model
 

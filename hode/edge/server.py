@@ -104,6 +104,42 @@ class WorkerSpec:
         return Pacer(self.node, model, profile, LoadTrace(list(self.load_trace)), float(self.time_scale), self.seed)
 
 
+class Unparsable:
+    """A request whose bytes are not the protobuf message the method takes (see :func:`add_servicer`)."""
+
+    def __init__(self, size: int, message: str) -> None:
+        self.size, self.message = size, message
+
+    def abort(self, context: grpc.ServicerContext) -> None:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                      f"request is not a valid {self.message}: {self.size} bytes that do not parse as protobuf")
+
+
+def _lenient(message_cls):
+    """A deserializer that hands garbage to the servicer as :class:`Unparsable` instead of failing
+    inside gRPC (which would answer INTERNAL "Exception deserializing request!")."""
+
+    def parse(data: bytes):
+        try:
+            return message_cls.FromString(data)
+        except Exception:  # google.protobuf.message.DecodeError and kin
+            return Unparsable(len(data), message_cls.__name__)
+
+    return parse
+
+
+def add_servicer(servicer: "EdgeWorkerServicer", server: grpc.Server) -> None:
+    """``worker_pb2_grpc.add_EdgeWorkerServicer_to_server`` with lenient request parsing."""
+    handlers = {
+        "Detect": grpc.unary_unary_rpc_method_handler(servicer.Detect, request_deserializer=_lenient(pb.DetectRequest),
+                                                      response_serializer=pb.DetectReply.SerializeToString),
+        "Status": grpc.unary_unary_rpc_method_handler(servicer.Status, request_deserializer=_lenient(pb.StatusRequest),
+                                                      response_serializer=pb.StatusReply.SerializeToString),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
+
+
 class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
     def __init__(self, spec: WorkerSpec, loop: DeviceLoop, device: str) -> None:
         self.spec, self.loop, self.device = spec, loop, device
@@ -111,6 +147,8 @@ class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
 
     def Detect(self, request: pb.DetectRequest, context: grpc.ServicerContext) -> pb.DetectReply:
         received = time.perf_counter()
+        if isinstance(request, Unparsable):
+            request.abort(context)
         n = len(request.tiles)
         if n > self.spec.max_tiles:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{n} tiles in one request, the limit is {self.spec.max_tiles}")
@@ -146,6 +184,8 @@ class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
                               queue=self.loop.queue_len, speed=self.loop.speed)
 
     def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:
+        if isinstance(request, Unparsable):
+            request.abort(context)
         loop, pacer = self.loop, self.loop.pacer
         return pb.StatusReply(node=self.spec.node, model=pacer.model, device=self.device,
                               device_kind=self.spec.device_kind if pacer.emulated else "", emulated=pacer.emulated,
@@ -198,7 +238,7 @@ def serve(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=spec.rpc_threads, thread_name_prefix="rpc"),
                          options=channel_options(spec.max_message_mb),
                          interceptors=[TokenAuth(token)] if token else None)
-    pb_grpc.add_EdgeWorkerServicer_to_server(servicer, server)
+    add_servicer(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     where = address(spec.host, spec.port)
     warn_if_open(spec.host, sec, f"worker '{spec.node}'")

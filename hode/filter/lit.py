@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from hode.filter.baselines import CompFilter
 from hode.filter.net import STNet
 from hode.filter.samples import Samples, open_loop, rollout
-from hode.filter.threshold import scores_at, threshold_for_recall
+from hode.filter.threshold import best_f1_threshold, scores_at
 from hode.filter.tracks import TrackSequence
 from hode.tiling import Tiler
 
@@ -27,9 +27,10 @@ def _tensors(s: Samples) -> TensorDataset:
 class FilterDataModule(pl.LightningDataModule):
     """Count-matrix samples of train / val / test track sequences (disjoint scenes or time blocks).
 
-    Train and val hold open-loop samples (true histories) and closed-loop samples of a Comp-1
-    rollout (histories with the blind spots a filter causes); :meth:`add_rollouts` appends the
-    samples of another policy's closed-loop rollout to the training set (DAgger).
+    Validation and test hold open-loop samples (true histories: the paper's setting, comparable
+    from epoch to epoch). Training adds the closed-loop samples of a Comp-1 rollout (histories with
+    the blind spots a filter causes), and :meth:`add_rollouts` appends those of another policy,
+    e.g. the net itself (DAgger).
     """
 
     def __init__(self, train: list[TrackSequence], val: list[TrackSequence], test: list[TrackSequence],
@@ -39,16 +40,17 @@ class FilterDataModule(pl.LightningDataModule):
         self.tiler, self.trend, self.batch_size, self.closed_loop = tiler, trend, batch_size, closed_loop
         self.data: dict[str, Samples] = {}
 
-    def _samples(self, seqs: list[TrackSequence]) -> Samples:
+    def _samples(self, split: str) -> Samples:
+        seqs = self.seqs[split]
         parts = [open_loop(seqs, self.tiler, self.trend)]
-        if self.closed_loop:
+        if self.closed_loop and split == "train":
             parts.append(rollout(CompFilter(1), seqs, self.tiler, self.trend, closed=True))
         return Samples.concat(parts)
 
     def setup(self, stage: str | None = None) -> None:
         for split, seqs in self.seqs.items():
             if split not in self.data and seqs:
-                self.data[split] = self._samples(seqs)
+                self.data[split] = self._samples(split)
 
     def add_rollouts(self, policy) -> int:
         new = rollout(policy, self.seqs["train"], self.tiler, self.trend, closed=True)
@@ -72,12 +74,12 @@ class FilterDataModule(pl.LightningDataModule):
 class LitFlowFilter(pl.LightningModule):
     """Trains :class:`STNet` with class-weighted (optionally focal) binary cross-entropy.
 
-    Validation logs the loss and, at the threshold that reaches ``target_recall`` on the
-    validation samples, recall, precision, F1 and the fraction of tiles skipped.
+    Validation logs the loss and, at the threshold with the best F1 on the validation samples,
+    recall, precision, F1 and the fraction of tiles skipped.
     """
 
     def __init__(self, arch: dict, lr: float = 3e-3, weight_decay: float = 1e-4, pos_weight: float = 1.0,
-                 focal_gamma: float = 0.0, target_recall: float = 0.995, flip: bool = True) -> None:
+                 focal_gamma: float = 0.0, flip: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = STNet(**arch)
@@ -120,7 +122,7 @@ class LitFlowFilter(pl.LightningModule):
         probs = torch.cat([p for p, _ in self._val]).numpy().ravel()
         target = torch.cat([t for _, t in self._val]).numpy().ravel()
         self._val.clear()
-        self.threshold = threshold_for_recall(probs, target, self.hparams.target_recall)
+        self.threshold = best_f1_threshold(probs, target)
         s = scores_at(probs, target, self.threshold)
         self.log_dict({"val_recall": s["recall"], "val_precision": s["precision"], "val_f1": s["f1"],
                        "val_skipped": s["skipped"], "val_threshold": self.threshold}, prog_bar=False)

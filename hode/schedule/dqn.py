@@ -201,6 +201,7 @@ class DQNAgent:
         self.target.load_state_dict(self.q.state_dict())
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=lr)
         self.buffer = ReplayBuffer(buffer_size, self.obs_dim, nodes, seed)
+        self.meta: dict = {}  # what a checkpoint says about its training (topology, nodes, ...)
         self.steps = 0  # transitions remembered
         self.updates = 0  # gradient steps taken
         self._sync_numpy()
@@ -348,23 +349,29 @@ class DQNScheduler(Scheduler):
         self._prev: tuple[np.ndarray, int, list[NodeState]] | None = None
         self.losses: list[float] = []
 
-    def _agent_for(self, nodes: int) -> DQNAgent:
+    def _agent_for(self, nodes: Sequence[NodeState]) -> DQNAgent:
         if self.agent is None:
             if self.ckpt:
                 kw = {k: v for k, v in self._agent_kwargs.items() if k not in ARCHITECTURE}
-                self.agent = DQNAgent.load(self.ckpt, nodes=nodes, **kw)
+                self.agent = DQNAgent.load(self.ckpt, nodes=len(nodes), **kw)
+                trained = self.agent.meta.get("nodes")
+                if trained and trained != [n.name for n in nodes]:
+                    log.warning("DQN checkpoint %s was trained on nodes %s, running on %s", self.ckpt, trained,
+                                [n.name for n in nodes])
             else:
-                if nodes > 1 and not self.online:
-                    log.warning("scheduler=dqn without a checkpoint and without online learning: random policy")
-                self.agent = DQNAgent(nodes, **self._agent_kwargs)
-        elif self.agent.nodes != nodes:
-            raise WeightsError(f"the DQN scheduler was built for {self.agent.nodes} nodes, got {nodes}")
+                if not self.online:
+                    log.warning("scheduler=dqn without a checkpoint and without online learning: untrained policy")
+                self.agent = DQNAgent(len(nodes), **self._agent_kwargs)
+        elif self.agent.nodes != len(nodes):
+            raise WeightsError(f"the DQN scheduler was built for {self.agent.nodes} nodes, got {len(nodes)}")
         return self.agent
 
     def decide(self, nodes: Sequence[NodeState], n_items: int, epsilon: float = 0.0) -> np.ndarray:
         """Tile counts per node for ``n_items`` tiles (the DQN phase, without dispatch)."""
-        agent = self._agent_for(len(nodes))
         up_nodes(nodes)  # a clear error when none is up
+        if len(nodes) == 1:  # nothing to decide, no checkpoint needed
+            return np.array([n_items])
+        agent = self._agent_for(nodes)
         obs = features(nodes, n_items, agent.n_ref)
         a = agent.act(obs, up_vector(nodes), epsilon)
         if self.online:

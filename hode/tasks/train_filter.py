@@ -23,7 +23,7 @@ from hode.config import build, load_option
 from hode.errors import ConfigError, check
 from hode.filter.evaluate import evaluate
 from hode.filter.st import STFilter, save_checkpoint
-from hode.filter.threshold import closed_loop_threshold, threshold_for_recall
+from hode.filter.threshold import best_f1_threshold, closed_loop_threshold
 from hode.filter.tracks import TrackSequence, from_source, split_blocks
 from hode.results import plain_config, run_dir, write_results
 
@@ -148,7 +148,7 @@ def train(cfg: DictConfig, splits: dict[str, list[TrackSequence]], out: Path) ->
     else:
         pos_weight = float(t.pos_weight)
     module = LitFlowFilter(arch, lr=float(t.lr), weight_decay=float(t.weight_decay), pos_weight=pos_weight,
-                           focal_gamma=float(t.focal_gamma), target_recall=float(t.sample_recall), flip=bool(t.flip))
+                           focal_gamma=float(t.focal_gamma), flip=bool(t.flip))
     ckpt_cb = ModelCheckpoint(dirpath=str(out / "lightning_ckpt"), monitor="val_f1", mode="max", save_top_k=1,
                               filename="best-{epoch}")
     callbacks = [ckpt_cb, EarlyStopping(monitor="val_f1", mode="max", patience=int(t.patience)),
@@ -172,14 +172,15 @@ def train(cfg: DictConfig, splits: dict[str, list[TrackSequence]], out: Path) ->
             "samples": {k: len(v) for k, v in dm.data.items()}, "tiler": tiler, "trainer": trainer}
 
 
-def choose_policy(net, val: list[TrackSequence], val_samples, tiler, sample_recall: float, target_recall: float,
+def choose_policy(net, val: list[TrackSequence], val_samples, tiler, target_recall: float,
                   probe_every: int) -> tuple[dict, dict]:
-    """The keep policy, on validation data only: the keep threshold reaches ``sample_recall`` on the
-    validation samples; then the probe threshold is the highest that reaches ``target_recall`` in
-    closed-loop rollouts of the validation sequences. Returns (policy, its val closed-loop scores)."""
+    """The keep policy, on validation data only: the keep threshold is the net's best-F1 threshold on
+    the open-loop validation samples (what it believes); the probe threshold is then the highest
+    that reaches ``target_recall`` in closed-loop rollouts of the validation sequences. Returns
+    (policy, its validation closed-loop scores)."""
     from hode.filter.lit import predict_samples
 
-    threshold = threshold_for_recall(predict_samples(net, val_samples), val_samples.target, sample_recall)
+    threshold = best_f1_threshold(predict_samples(net, val_samples), val_samples.target)
     make = lambda pt: STFilter(net=net, threshold=threshold, probe_threshold=min(pt, threshold),  # noqa: E731
                                probe_every=probe_every)
     if probe_every <= 0:
@@ -192,13 +193,12 @@ def choose_policy(net, val: list[TrackSequence], val_samples, tiler, sample_reca
 def main(cfg: DictConfig) -> dict:
     t = cfg.task
     out = run_dir()
-    for key in ("target_recall", "sample_recall"):
-        check(0.0 < float(t[key]) < 1.0, f"task.{key} must be in (0, 1), got {t[key]!r}")
+    check(0.0 < float(t.target_recall) < 1.0, f"task.target_recall must be in (0, 1), got {t.target_recall!r}")
     splits = load_splits(cfg)
     r = train(cfg, splits, out)
     net, tiler = r["net"], r["tiler"]
-    policy, val = choose_policy(net, splits["val"], r["val_samples"], tiler, float(t.sample_recall),
-                                float(t.target_recall), int(t.probe_every))
+    policy, val = choose_policy(net, splits["val"], r["val_samples"], tiler, float(t.target_recall),
+                                int(t.probe_every))
     flt = STFilter(net=net, **policy)
     test = {"open_loop": evaluate(flt, splits["test"], tiler, closed=False),
             "closed_loop": evaluate(flt, splits["test"], tiler, closed=True)}
@@ -206,7 +206,7 @@ def main(cfg: DictConfig) -> dict:
             "train": [s.name for s in splits["train"]], "val": [s.name for s in splits["val"]],
             "test": [s.name for s in splits["test"]], "tile": tiler.tile, "pad": list(tiler.pad),
             "frame": [splits["train"][0].width, splits["train"][0].height], "target_recall": float(t.target_recall),
-            "sample_recall": float(t.sample_recall), "val_closed_loop": val, "test": test, "epochs": r["epochs"],
+            "probe_every": int(t.probe_every), "val_closed_loop": val, "test": test, "epochs": r["epochs"],
             "trained": time.strftime("%Y-%m-%d")}
     ckpt = Path(t.ckpt_out) if t.ckpt_out else out / "filter_st.ckpt"
     save_checkpoint(ckpt, net, policy, meta)
