@@ -113,8 +113,6 @@ def available_filters(args, wanted: list[str]) -> tuple[list[str], dict]:
 
 
 def pipeline_part(args, log) -> dict:
-    from hode.data.synthetic import SyntheticCrowd  # noqa: F401  (built from the config below)
-
     cfg = config(base_overrides(args))
     frames = list(build(cfg.dataset))  # rendered once, shared by every run
     filters, skipped = available_filters(args, args.filters)

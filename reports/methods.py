@@ -54,6 +54,12 @@ def by_method(jobs: list[Job]) -> dict[str, dict]:
     return out
 
 
+def representative(jobs: list[Job]) -> Job | None:
+    """The job whose setup the section describes: HODE's when it ran, else the first that succeeded."""
+    ok = [j for j in jobs if j.status == "ok"]
+    return next((j for j in ok if method_of(j) == "hode"), ok[0] if ok else (jobs[0] if jobs else None))
+
+
 def _bars(ax, ms: dict[str, dict], key: str, ylabel: str, paper_values: dict[str, float] | None = None,
           fmt_: str = "{:.2f}") -> None:
     names = [m for m in ms if ms[m][key] is not None]
@@ -124,7 +130,9 @@ def fig11(jobs: list[Job], out: Path) -> Section:
     if ho:
         o = ho["overhead"]
         total = sum(v for v in o.values() if v is not None)
-        s.tables.append("System overhead on the camera side (paper Sec. III-E), HODE job, mean per 4K frame:\n\n" +
+        s.tables.append("System overhead on the camera side (paper Sec. III-E), HODE job, mean per 4K frame (a mean "
+                        "over a short run includes the first calls' warm-up; `experiments/bench_headline.py` gives "
+                        "medians):\n\n" +
                         md_table(["step", "paper (ms)", "this run (ms)"], [
                             ["flow filter", fmt(paper.FILTER_MS, 1), fmt(o["filter"], 3)],
                             ["scheduling decision (DQN + dispatch)", fmt(paper.SCHEDULE_MS, 1), fmt(o["schedule"], 3)],
@@ -132,7 +140,7 @@ def fig11(jobs: list[Job], out: Path) -> Section:
                             ["merge (NMS)", "n/a", fmt(o["merge"], 3)],
                             ["camera-side total", "n/a", fmt(total, 3)]]))
         s.metrics.update({"filter_ms": o["filter"], "schedule_ms": o["schedule"], "camera_ms": total})
-    s.setup = setup_lines(next((j for j in jobs if j.status == "ok"), jobs[0] if jobs else None))
+    s.setup = setup_lines(representative(jobs))
     s.setup.insert(0, paper.SETUP)
     if any(get(j.config, "runner.name", "").startswith("sim") for j in jobs):
         s.notes.append("fps and latency are on the simulator's virtual clock (device-profile service times); "
@@ -160,6 +168,6 @@ def fig13(jobs: list[Job], out: Path) -> Section:
         ["p95 latency ms SALBS / DQN", "n/a", f"{fmt(sa and sa['p95'], 0)} / {fmt(ho and ho['p95'], 0)}"],
     ]))
     s.tables.append(md_table(METHOD_HEADER, _method_rows(ms)))
-    s.setup = setup_lines(next((j for j in jobs if j.status == "ok"), jobs[0] if jobs else None))
+    s.setup = setup_lines(representative(jobs))
     s.notes += failed_lines(jobs)
     return s

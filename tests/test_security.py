@@ -14,7 +14,6 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization

@@ -48,7 +48,7 @@ from hode.edge.pacing import read_profile
 from hode.edge.process import WorkerError, WorkerProcess
 from hode.edge.security import EdgeSecurity
 from hode.edge.server import WorkerSpec, address
-from hode.errors import ConfigError, HodeError, WeightsError, check
+from hode.errors import ConfigError, WeightsError, check
 from hode.types import Completion, NodeState, WorkItem
 
 log = logging.getLogger(__name__)

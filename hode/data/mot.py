@@ -41,6 +41,7 @@ DISTRACTORS = (2, 7, 8, 12)
 
 MAX_INFERRED_SIDE = 16384  # px: a frame size inferred from boxes beyond this is a broken file
 
+
 def motmetrics_data() -> Path:
     """The ``data/`` folder of the installed motmetrics package (found without importing it)."""
     spec = importlib.util.find_spec("motmetrics")

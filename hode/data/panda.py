@@ -12,8 +12,8 @@ unreadable are skipped and recorded in :attr:`PandaSource.skipped` (``results.js
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence

@@ -10,7 +10,8 @@ on any grid).
 Counts enter as ``log1p(count)``: a crowd of 40 and a crowd of 60 look alike, 0 and 1 do not.
 With ``memory=True`` both branches also read the two per-tile memory maps of
 :mod:`hode.filter.memory` (frames since detected, frames since occupied): the paper's inputs plus
-what the closed loop needs to tell "empty" from "not looked at".
+what the closed loop needs to tell "empty" from "not looked at". With ``shortcut=True`` the logit
+also gets a learned weight times "occupied at t-1" (Comp-1 as a residual the net corrects).
 """
 from __future__ import annotations
 
@@ -53,14 +54,14 @@ class STNet(nn.Module):
     """Count history ``(B, trend, rows, cols)``, oldest first -> logits ``(B, rows, cols)``."""
 
     def __init__(self, rows: int, cols: int, trend: int = 5, channels: int = 16, units: int = 2,
-                 fusion: str = "cell", memory: bool = True) -> None:
+                 fusion: str = "cell", memory: bool = True, shortcut: bool = False) -> None:
         super().__init__()
         check(fusion in FUSIONS, f"filter fusion must be one of {FUSIONS}, got {fusion!r}")
         check(all(isinstance(v, int) and v >= 1 for v in (rows, cols, trend, channels)),
               f"STNet rows/cols/trend/channels must be positive integers, got {(rows, cols, trend, channels)}")
         check(isinstance(units, int) and units >= 0, f"STNet units must be a non-negative integer, got {units!r}")
         self.arch = dict(rows=rows, cols=cols, trend=trend, channels=channels, units=units, fusion=fusion,
-                         memory=bool(memory))
+                         memory=bool(memory), shortcut=bool(shortcut))
         extra = MEMORY_CHANNELS if memory else 0
         self.trend = Branch(trend + extra, channels, units)
         self.closeness = Branch(1 + extra, channels, units)
@@ -68,6 +69,9 @@ class STNet(nn.Module):
         self.w_trend = nn.Parameter(torch.full(shape, 0.5))
         self.w_closeness = nn.Parameter(torch.full(shape, 0.5))
         self.bias = nn.Parameter(torch.zeros(shape))
+        # Comp-1 as a learned residual: "occupied at t-1" adds w_occupied to the logit, so training
+        # starts from the paper's baseline and the branches learn what Comp-1 gets wrong
+        self.w_occupied = nn.Parameter(torch.tensor(4.0)) if shortcut else None
 
     @property
     def grid(self) -> tuple[int, int] | None:
@@ -82,4 +86,7 @@ class STNet(nn.Module):
             if memory is None:
                 raise ValueError("this STNet reads memory maps: pass memory=(B, 2, rows, cols)")
             trend, close = torch.cat([trend, memory], 1), torch.cat([close, memory], 1)
-        return self.w_trend * self.trend(trend) + self.w_closeness * self.closeness(close) + self.bias
+        out = self.w_trend * self.trend(trend) + self.w_closeness * self.closeness(close) + self.bias
+        if self.w_occupied is not None:
+            out = out + self.w_occupied * (counts[:, -1] > 0).to(out.dtype)
+        return out

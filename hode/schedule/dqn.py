@@ -2,8 +2,10 @@
 
 One module, top to bottom, in the manner of CleanRL's dqn.py:
 
-1. ``features``      the state s_t = (q_i, v_i) per node (eq. 1), made scale-free, plus the tile count
-2. ``QNetwork``      a small MLP: state -> one Q-value per action
+1. ``features``      the state s_t = (q_i, v_i) per node (eq. 1), made scale-free, with the
+                     finish-time balance point computed from it, plus the tile count
+2. ``QNetwork``      a small MLP: state -> one Q-value per action (output rows made from each
+                     action's share vector, so neighbouring actions share what they learn)
 3. ``ReplayBuffer``  experience replay memory (Algorithm 1, line 9)
 4. ``DQNAgent``      epsilon-greedy acting with down nodes masked, learning from replayed
                      experience against a target network every ``learn_every`` steps (lines 10-12),
