@@ -94,6 +94,7 @@ class SweepJob:
         self.experiment = str(OmegaConf.select(cfg, "experiment.name", default=None) or "sweep")
         self.size = OmegaConf.select(cfg, "experiment.size", default=None)
         self.started = time.time()
+        self.commit = git_commit()  # the code this job runs (the checkout may change while a sweep runs)
 
     @classmethod
     def current(cls, cfg: DictConfig) -> "SweepJob | None":
@@ -143,7 +144,7 @@ class SweepJob:
     def _write(self, status: str, **extra: Any) -> dict:
         rec = {"status": status, "experiment": self.experiment, "size": self.size, "job": self.num,
                "overrides": self.overrides, "task": OmegaConf.select(self.cfg, "task.name", default=None),
-               "duration_s": round(time.time() - self.started, 2), "commit": git_commit(),
+               "duration_s": round(time.time() - self.started, 2), "commit": self.commit,
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / (JOB_FILE + ".tmp")
@@ -172,7 +173,7 @@ class SweepJob:
 
 
 def sweep_status(sweep_dir: Path) -> dict[str, list[tuple[Path, dict]]]:
-    """The sweep's job dirs by status: ok, failed, skipped-before, and missing (no job.json)."""
+    """The sweep's job dirs by status: ok, failed, and missing (started, no job.json)."""
     out: dict[str, list[tuple[Path, dict]]] = {"ok": [], "failed": [], "missing": []}
     for d in sorted((p for p in Path(sweep_dir).iterdir() if p.is_dir() and (p / ".hydra").is_dir()),
                     key=lambda p: (len(p.name), p.name)):

@@ -60,5 +60,6 @@ def percentiles_ms(seconds: Sequence[float]) -> dict:
     return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99))}
 
 
-def mean_ms(seconds: Sequence[float]) -> float | None:
-    return float(np.mean(seconds) * 1000) if len(seconds) else None
+def median_ms(seconds: Sequence[float]) -> float | None:
+    """Median in milliseconds: robust to the first frame's one-time warm-up (torch init, caches)."""
+    return float(np.median(seconds) * 1000) if len(seconds) else None

@@ -67,6 +67,10 @@ def summary_table(r: dict) -> str:
     """A few lines a person reads at the end of a run."""
     lines = [f"task={r.get('task')}  frames={r.get('frames')}  fps={_f(r.get('fps'))}"
              f"  mAP50={_f(r.get('map50'))}  mAP50-95={_f(r.get('map50_95'))}"]
+    runner = r.get("runner") or {}
+    if runner.get("emulated") and r.get("fps"):  # wall fps of a slowed-down emulation
+        lines.append(f"emulated devices: time_scale={_f(runner['time_scale'], 2)} -> "
+                     f"fps in device time={_f(r['fps'] * runner['time_scale'], 2)}")
     if "latency_ms" in r:
         lat = r["latency_ms"]
         lines.append(f"latency ms  p50={_f(lat['p50'])}  p95={_f(lat['p95'])}  p99={_f(lat['p99'])}")
@@ -75,7 +79,7 @@ def summary_table(r: dict) -> str:
         lines.append(f"tiles  total={t['total']}  processed={t['processed']}  skipped={t['skipped']}")
     if "overhead_ms" in r:
         o = r["overhead_ms"]
-        lines.append("camera overhead ms/frame  " + "  ".join(f"{k}={_f(v, 2)}" for k, v in o.items()))
+        lines.append("camera overhead ms/frame (median)  " + "  ".join(f"{k}={_f(v, 2)}" for k, v in o.items()))
     for n in r.get("nodes", []):
         lines.append(f"  node {n['name']:<12} {n['model']:<8} items={n['items']:<6} busy_s={_f(n['busy_s'], 2)}")
     return "\n".join(lines)

@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt
 from experiments.sweep import git_commit
 from reports import paper
 from reports.collect import Job, latest_per_experiment
-from reports.common import COLORS, Section, bar_labels, failed_lines, fmt, md_table, no_data, save, setup_lines
+from reports.common import (COLORS, Section, bar_labels, failed_lines, fmt, md_table, no_data, save, setup_lines,
+                            shown)
 from reports.filters import fig12
 from reports.headline import bench
 from reports.methods import fig11, fig13
@@ -80,7 +81,7 @@ def _section_md(s: Section, out: Path) -> list[str]:
         lines += [t, ""]
     if s.setup:
         lines += ["**Setup of this run:**", ""] + [f"- {x}" for x in s.setup] + [""]
-    sweeps = sorted({str(j.sweep) for j in s.jobs})
+    sweeps = sorted({shown(j.sweep) for j in s.jobs})
     n_ok = sum(j.status == "ok" for j in s.jobs)
     lines += [f"**Jobs:** {n_ok} ok, {len(s.jobs) - n_ok} failed or missing, from {', '.join(f'`{x}`' for x in sweeps)}.",
               ""]
@@ -97,7 +98,7 @@ def write_report(sections: list[Section], out: Path, sources: list[Path]) -> Pat
     lines = ["# HODE harness: reproduction report", "",
              f"Paper: {paper.TITLE}.", "",
              f"Made {time.strftime('%Y-%m-%d %H:%M:%S')} by `python -m reports` from "
-             + ", ".join(f"`{p}`" for p in sources) + ".",
+             + ", ".join(f"`{shown(p)}`" for p in sources) + ".",
              f"Report code at commit `{git_commit()}`; jobs ran at "
              + (", ".join(f"`{c}`" for c in commits) if commits else "an unrecorded commit") + ".", ""]
     failed = [(s, j) for s in sections for j in s.jobs if j.status != "ok"]
@@ -113,7 +114,7 @@ def write_report(sections: list[Section], out: Path, sources: list[Path]) -> Pat
     for s in sections:
         lines += _section_md(s, out)
     if failed:
-        lines += ["## Failed jobs", ""] + [f"- {s.key}: `{j.dir}` ({j.name}): **{j.status}**: {j.error}"
+        lines += ["## Failed jobs", ""] + [f"- {s.key}: `{shown(j.dir)}` ({j.name}): **{j.status}**: {j.error}"
                                           for s, j in failed] + [""]
     path = out / "REPORT.md"
     path.write_text("\n".join(lines))

@@ -58,11 +58,11 @@ def no_data(ax, why: str) -> None:
     ax.set_yticks([])
 
 
-def bar_labels(ax, bars, values: Sequence[float | None], fmt: str = "{:.2f}") -> None:
+def bar_labels(ax, bars, values: Sequence[float | None], fmt: str = "{:.2f}", fontsize: int = 8) -> None:
     for b, v in zip(bars, values):
         if v is not None and math.isfinite(v):
             ax.annotate(fmt.format(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
-                        fontsize=8, xytext=(0, 2), textcoords="offset points")
+                        fontsize=fontsize, xytext=(0, 2), textcoords="offset points")
 
 
 def fmt(v: Any, nd: int = 3, pct: bool = False) -> str:
@@ -155,5 +155,14 @@ def setup_lines(job: Job | None) -> list[str]:
     return lines
 
 
+def shown(p: Path | str) -> str:
+    """A path as REPORT.md shows it: relative to the current directory when inside it."""
+    p = Path(p)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
 def failed_lines(jobs: Sequence[Job]) -> list[str]:
-    return [f"`{j.dir}` ({j.name}): **{j.status}**: {j.error}" for j in jobs if j.status != "ok"]
+    return [f"`{shown(j.dir)}` ({j.name}): **{j.status}**: {j.error}" for j in jobs if j.status != "ok"]

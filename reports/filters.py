@@ -42,7 +42,7 @@ def fig12(jobs: list[Job], out: Path) -> Section:
     s = Section("fig12", "Fig. 12: accuracy of the flow filter and of the comparison methods Comp-i",
                 paper.CLAIMS["fig12"], jobs=list(jobs))
     scores, errors = filter_scores(jobs)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(8, 3.6))
     if not scores:
         no_data(ax, "no successful Fig. 12 job")
     else:
@@ -52,16 +52,16 @@ def fig12(jobs: list[Job], out: Path) -> Section:
             vals = [scores[n].get(loop, {}).get("accuracy") for n in names]
             bars = ax.bar(np.arange(len(names)) + (k - 0.5) * w, [100 * (v or 0) for v in vals], w,
                           color=COLORS[k + 1], label=loop.replace("_", " "))
-            bar_labels(ax, bars, [None if v is None else 100 * v for v in vals], "{:.1f}")
+            bar_labels(ax, bars, [None if v is None else 100 * v for v in vals], "{:.1f}", fontsize=6)
         if "st" in names:
             i = names.index("st")
             ax.scatter([i], [100 * paper.FILTER_ACCURACY], marker="D", color=PAPER_COLOR, zorder=3,
                        label=f"paper: {100 * paper.FILTER_ACCURACY:.2f}%")
         lo = min(100 * (scores[n].get(loop, {}).get("accuracy") or 1) for n in names for loop in LOOPS)
-        ax.set_ylim(max(0, lo - 10), 101)
+        ax.set_ylim(max(0, lo - 10), 104)
         ax.set_xticks(range(len(names)), [LABELS.get(n, n) for n in names], fontsize=8)
         ax.set_ylabel("tile accuracy (%)")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Fig. 12 (this run): flow filter accuracy on held-out scenes", fontsize=10)
     s.figures = save(fig, out, "fig12")
     rows = []

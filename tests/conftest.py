@@ -15,7 +15,7 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 # Small and fast by default; tests override what they exercise.
-FAST = ["logger=none", "progress=false", "dataset.width=1024", "dataset.height=768", "dataset.frames=3"]
+FAST = ["logger=none", "progress=false", "filter=none", "dataset.width=1024", "dataset.height=768", "dataset.frames=3"]
 
 
 def compose_config(overrides: list[str] | None = None, fast: bool = True) -> DictConfig:

@@ -110,7 +110,7 @@ def test_bad_input_image_tiny_frames_run_through_the_pipeline(cfg_factory, tmp_p
     for k in range(3):
         _write(frames / f"f{k}.png", np.full((4, 4, 3), 60 * k, np.uint8))
     _write(frames / "f1b.png", b"\x89PNG garbage")
-    cfg = cfg_factory(["dataset=video", f"dataset.path={frames}", "dataset.golden=false", "dataset.width=null",
+    cfg = cfg_factory(["filter=none", "dataset=video", f"dataset.path={frames}", "dataset.golden=false", "dataset.width=null",
                        "dataset.height=null", "dataset.frames=null", "topology=single", "logger=none",
                        "progress=false"], fast=False)
     monkeypatch.chdir(tmp_path)

@@ -163,7 +163,7 @@ def test_bad_files_and_skips(tmp_path, synth):
 
 
 def test_config_option_instantiates(panda_root, cfg_factory):
-    cfg = cfg_factory(["logger=none", "dataset=panda", f"dataset.root={panda_root}", "dataset.frames=1"], fast=False)
+    cfg = cfg_factory(["logger=none", "filter=none", "dataset=panda", f"dataset.root={panda_root}", "dataset.frames=1"], fast=False)
     src = build(cfg.dataset)
     assert isinstance(src, PandaSource) and len(src) == 1 and (src.width, src.height) == (3840, 2160)
 
@@ -171,7 +171,7 @@ def test_config_option_instantiates(panda_root, cfg_factory):
 def test_run_py_on_panda_fixture(panda_root, tmp_path):
     """The acceptance command, small: a 4K PANDA-format frame through the whole pipeline."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "run.py", "dataset=panda", f"dataset.root={panda_root}", "dataset.frames=1",
+    cmd = [sys.executable, "run.py", "dataset=panda", "filter=none", f"dataset.root={panda_root}", "dataset.frames=1",
            "topology=single", "detector=yolov5n", "detector.imgsz=320", "tiling.tile=1024", "logger=none",
            "progress=false", f"hydra.run.dir={out}"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,

@@ -166,7 +166,7 @@ def test_mixed_sizes_corrupt_and_truncated_images(tmp_path):
 
 
 def test_config_option_instantiates(cfg_factory, bus_mp4):
-    cfg = cfg_factory(["logger=none", "dataset=video", f"dataset.path={bus_mp4}", "detector=ssd_mobilenet"], fast=False)
+    cfg = cfg_factory(["logger=none", "filter=none", "dataset=video", f"dataset.path={bus_mp4}", "detector=ssd_mobilenet"], fast=False)
     src = build(cfg.dataset)
     assert isinstance(src, VideoSource) and src.run_detector == "ssd_mobilenet" and len(src) == 6
 
@@ -174,9 +174,9 @@ def test_config_option_instantiates(cfg_factory, bus_mp4):
 def test_run_py_on_real_pedestrian_video_with_coco_detector(tmp_path, bus_mp4):
     """The acceptance command: a video, the COCO backend, accuracy against the golden output."""
     out = tmp_path / "run"
-    cmd = [sys.executable, "run.py", "dataset=video", f"dataset.path={bus_mp4}", "dataset.frames=2",
+    cmd = [sys.executable, "run.py", "dataset=video", "filter=none", f"dataset.path={bus_mp4}", "dataset.frames=2",
            "dataset.width=480", "dataset.height=360",
-           "detector=ssd_mobilenet", "topology=single", "dataset.golden_cache=null", "logger=none",
+           "detector=ssd_mobilenet", "topology=single", "runner=inline", "dataset.golden_cache=null", "logger=none",
            "progress=false", f"hydra.run.dir={out}"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
                        env={**os.environ, "WANDB_MODE": "disabled"})

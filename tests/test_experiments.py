@@ -159,7 +159,7 @@ def test_paper_refuses_an_unknown_figure() -> None:
 def test_bench_applies_methods_to_one_config() -> None:
     from experiments.bench_headline import with_method
 
-    cfg = compose_with_hydra(["runner=sim", "topology=paper5", "logger=none"])
+    cfg = compose_with_hydra(["runner=sim", "topology=paper5", "logger=none", "scheduler=roundrobin", "filter=none"])
     fourk, hode = with_method(cfg, "fourk"), with_method(cfg, "hode")
     assert (fourk.scheduler.name, fourk.filter.name, fourk.detector.imgsz) == ("fourk", "none", 3840)
     assert (hode.scheduler.name, hode.filter.name, hode.detector.imgsz) == ("dqn", "st", 704)

@@ -27,18 +27,22 @@ def ctrl_c_after_first_frame(args: list[str], timeout: float = 240) -> tuple[int
     p = subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=env)
     err: list[bytes] = []
-    seen = threading.Event()
+    seen, ended = threading.Event(), threading.Event()
 
     def read() -> None:
         while chunk := p.stderr.read1(4096):
             err.append(chunk)
             if DONE.search(b"".join(err[-4:]).decode(errors="replace")):
                 seen.set()
+        ended.set()  # the run exited before a frame finished: fail now, not after the timeout
 
     threading.Thread(target=read, daemon=True).start()
     threading.Thread(target=p.stdout.read, daemon=True).start()
     try:
-        if not seen.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not seen.is_set() and not ended.is_set() and time.monotonic() < deadline:
+            seen.wait(0.5)
+        if not seen.is_set():
             raise AssertionError("no frame finished: " + b"".join(err).decode(errors="replace")[-2000:])
         p.send_signal(signal.SIGINT)
         code = p.wait(60)
@@ -53,7 +57,7 @@ def test_fault_ctrl_c_live_run_writes_results_and_leaves_no_worker(tmp_path):
     (tmp_path / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST)))
     out = tmp_path / "run"
     code, err = ctrl_c_after_first_frame(
-        ["runner=live", "topology=single", "topology.nodes.0.device=fast", f"runner.backend.profiles_dir={tmp_path}",
+        ["runner=live", "filter=none", "topology=single", "topology.nodes.0.device=fast", f"runner.backend.profiles_dir={tmp_path}",
          "runner.backend.time_scale=5", "dataset.frames=60", "dataset.width=1024", "dataset.height=768", "logger=none",
          "progress=true", f"hydra.run.dir={out}"])
     assert code == 130, err[-2000:]
@@ -67,7 +71,7 @@ def test_fault_ctrl_c_live_run_writes_results_and_leaves_no_worker(tmp_path):
 def test_fault_ctrl_c_in_a_sweep_records_the_job_and_stops(tmp_path):
     sweep = tmp_path / "sweep"
     code, err = ctrl_c_after_first_frame(
-        ["-m", "runner=inline", "dataset.frames=60", "dataset.width=1024", "dataset.height=768", "seed=0,1",
+        ["-m", "runner=inline", "filter=none", "dataset.frames=60", "dataset.width=1024", "dataset.height=768", "seed=0,1",
          "logger=none", "progress=true", f"hydra.sweep.dir={sweep}"])
     assert code == 130, err[-2000:]
     job = json.loads((sweep / "0" / "job.json").read_text())

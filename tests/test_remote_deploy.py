@@ -20,7 +20,7 @@ from sshd import free_port, lab_fixture
 
 lab = pytest.fixture(scope="module")(lab_fixture)
 
-FAST_RUN = ["dataset.frames=2", "dataset.width=1024", "dataset.height=768", "logger=none", "progress=false"]
+FAST_RUN = ["filter=none", "scheduler=roundrobin", "dataset.frames=2", "dataset.width=1024", "dataset.height=768", "logger=none", "progress=false"]
 
 
 def run_py(*overrides: str) -> subprocess.CompletedProcess:

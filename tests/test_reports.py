@@ -96,10 +96,18 @@ def tree(tmp_path: Path) -> Path:
               for n, a in [("st", 0.97), ("comp1", 0.93), ("comp2", 0.91)]}
     scores["comp3"] = {"error": "comp3 exploded"}
     job(s, 0, config("fig12"), {"task": "eval_filter", "sequences": ["a"], "grid": [5, 8], "filter": scores})
+    over = {"filter": 0.4, "tile": 0.1, "schedule": 0.2, "merge": 0.7}
+    job(root / "bench" / "t1", 0, config("bench"), {
+        "task": "bench", "frames": 12, "speedup_hode_over_fourk": 2.5, "map50_loss_points": 0.004,
+        "hode_over_oracle_fps": 0.8, "camera_ms_per_frame": 1.4,
+        "methods": {m: {"fps": f, "map50": 0.8, "overhead_ms": over, "overhead_median_ms": over}
+                    for m, f in (("fourk", 4.0), ("hode", 10.0), ("oracle", 12.5))},
+        "components": {"filter_ms_median": 0.3, "schedule_ms_median": 0.05},
+        "simulator": {"frames_per_s": 9000.0}})
     return root
 
 
-PNGS = ["fig2", "fig3", "fig8", "fig9", "fig11", "fig12", "fig13"]
+PNGS = ["fig2", "fig3", "fig8", "fig9", "fig11", "fig12", "fig13", "bench"]
 
 
 def test_every_figure_is_drawn_with_paper_numbers_and_failures_listed(tree: Path, capsys) -> None:
@@ -118,6 +126,7 @@ def test_every_figure_is_drawn_with_paper_numbers_and_failures_listed(tree: Path
     assert "2.00x" in md  # 10 / 5 fps: HODE over Infer-4K, computed from the hand-made results
     assert "+0.50 pt" not in md and "0.50 pt" in md  # mAP 0.80 -> 0.795
     assert "1.200x" in md  # fig13: 8.4 / 7.0
+    assert "| HODE / Infer-4K throughput | 2.01x | 2.50x (10.00 / 4.00 fps) |" in md  # the benchmark's section
     # failed, corrupt and unfinished jobs are listed, never fatal
     assert "scheduler.expand must be positive, got -1" in md
     assert "results.json is unreadable" in md

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-SMALL = ["logger=none", "progress=false", "dataset.width=1024", "dataset.height=768", "dataset.frames=2", "runner=inline"]
+SMALL = ["logger=none", "progress=false", "filter=none", "scheduler=roundrobin", "dataset.width=1024", "dataset.height=768", "dataset.frames=2", "runner=inline"]
 KEYS = {"task", "frames", "fps", "latency_ms", "map50", "map50_95", "tiles", "overhead_ms", "nodes", "config"}
 
 
@@ -52,3 +52,14 @@ def test_bad_input_weights_file_that_is_not_a_checkpoint(repo_root, tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip().startswith("error: ") and "not a YOLO checkpoint" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_default_job_is_hode_on_a_live_local_cluster(repo_root, tmp_path):
+    """The embedded default (4K synthetic, filter=st, scheduler=dqn, runner=live), two frames."""
+    out = run(["dataset.frames=2", "logger=none", "progress=false", f"hydra.run.dir={tmp_path}"], repo_root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads((tmp_path / "results.json").read_text())
+    cfg = r["config"]
+    assert cfg["filter"]["name"] == "st" and cfg["scheduler"]["name"] == "dqn" and r["runner"]["name"] == "live"
+    assert r["frames"] == 2 and r["tiles"]["total"] == 80 and r["map50"] > 0.5
+    assert all(n["items"] > 0 for n in r["nodes"])

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 Window = tuple[int, int, int, int]
 # Detector settings that change its output (device and half do not, up to float noise).
-SETTING_KEYS = ("_target_", "imgsz", "conf", "iou", "max_det")
+SETTING_KEYS = ("_target_", "imgsz", "conf", "iou", "max_det", "native_scale")
 # Dataset keys that only choose how many frames are read, not what frame k looks like.
 COUNT_KEYS = ("frames", "max_frames", "limit")
 

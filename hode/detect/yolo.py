@@ -44,7 +44,8 @@ class YoloDetector:
     """``detector=yolov5n|s|m``: an ultralytics YOLO checkpoint run on batches of crops."""
 
     def __init__(self, weights: str, name: str = "yolo", arch: str | None = None, imgsz: int = 704, conf: float = 0.25,
-                 iou: float = 0.6, max_det: int = 1000, device: str = "auto", half: bool = False) -> None:
+                 iou: float = 0.6, max_det: int = 1000, device: str = "auto", half: bool = False,
+                 native_scale: bool = True) -> None:
         check(isinstance(imgsz, int) and imgsz >= 32 and imgsz % 32 == 0,
               f"detector.imgsz must be a positive multiple of 32, got {imgsz!r}")
         check(0 <= conf <= 1, f"detector.conf must be in [0, 1], got {conf!r}")
@@ -52,6 +53,9 @@ class YoloDetector:
         self.arch = arch  # architecture yaml, used by task=train_detector only
         self.name, self.weights, self.imgsz, self.conf, self.iou = name, str(weights), imgsz, conf, iou
         self.max_det, self.half = max_det, half
+        # A crop larger than imgsz (a whole 4K frame for Infer-4K, a big Elf crop) is detected at its
+        # own size: shrinking it would lose the small pedestrians the model was trained to see.
+        self.native_scale = native_scale
         self.device = resolve_device(device)
         self._model = None
         path = Path(self.weights)
@@ -93,13 +97,19 @@ class YoloDetector:
             groups.setdefault(c.shape, []).append(k)
         out: list[Detections | None] = [None] * len(crops)
         for idx in groups.values():
-            results = model.predict([crops[k] for k in idx], imgsz=self.imgsz, conf=self.conf, iou=self.iou,
+            results = model.predict([crops[k] for k in idx], imgsz=self._imgsz_for(crops[idx[0]].shape), conf=self.conf, iou=self.iou,
                                     classes=[self._person], max_det=self.max_det, device=self.device,
                                     half=self.half, verbose=False)
             for k, r in zip(idx, results):
                 b = r.boxes
                 out[k] = Detections(b.xyxy.cpu().numpy(), b.conf.cpu().numpy())
         return out
+
+    def _imgsz_for(self, shape: tuple) -> int:
+        side = max(shape[0], shape[1])
+        if not self.native_scale or side <= self.imgsz:
+            return self.imgsz
+        return -(-side // 32) * 32
 
     def warmup(self) -> None:
         self.predict([np.zeros((64, 64, 3), np.uint8)])

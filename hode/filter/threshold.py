@@ -18,7 +18,8 @@ def threshold_for_recall(probs: np.ndarray, target: np.ndarray, recall: float) -
 
 
 def best_f1_threshold(probs: np.ndarray, target: np.ndarray) -> float:
-    """The threshold with the best F1 of "tile occupied" on these samples (the net's own belief)."""
+    """The threshold with the best F1 of "tile occupied" on these samples (the net's own belief);
+    among equally good thresholds the lowest, which keeps the most occupied tiles."""
     p = np.asarray(probs, np.float64).ravel()
     t = np.asarray(target).ravel() > 0
     if not t.any():
@@ -29,7 +30,8 @@ def best_f1_threshold(probs: np.ndarray, target: np.ndarray) -> float:
     fp = np.cumsum(~t)
     f1 = 2 * tp / (2 * tp + fp + (t.sum() - tp))
     last = np.r_[p[1:] != p[:-1], True]  # only cut between distinct probabilities
-    i = int(np.argmax(np.where(last, f1, -1)))
+    f1 = np.where(last, f1, -1)
+    i = int(np.nonzero(f1 >= f1.max() - 1e-12)[0][-1])  # ties: the lowest threshold (recall first)
     return float(np.clip(p[i], 1e-6, 1 - 1e-6))
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from hode.config import build
-from hode.metrics import coco_map, mean_ms, percentiles_ms
+from hode.metrics import coco_map, median_ms, percentiles_ms
 from hode.pipeline import FrameRecord, Pipeline, RunTrace
 from hode.results import plain_config, run_dir, summary_table, write_results
 
@@ -32,7 +32,7 @@ def summarize(trace: RunTrace, stats: list[dict]) -> dict:
         **acc,
         "gt": "dataset" if gts else None,
         "tiles": {"total": total, "processed": processed, "skipped": max(total - processed, 0)},
-        "overhead_ms": {k: mean_ms(v) for k, v in trace.overhead_s.items()},
+        "overhead_ms": {k: median_ms(v) for k, v in trace.overhead_s.items()},
         "nodes": stats,
         "interrupted": trace.interrupted,
     }

@@ -29,6 +29,7 @@ from hode.results import plain_config, run_dir, write_results
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
+MONITORS = {"val_f1": "max", "val_recall": "max", "val_loss": "min"}  # what picks the checkpoint
 
 
 def load_splits(cfg: DictConfig) -> dict[str, list[TrackSequence]]:
@@ -149,9 +150,11 @@ def train(cfg: DictConfig, splits: dict[str, list[TrackSequence]], out: Path) ->
         pos_weight = float(t.pos_weight)
     module = LitFlowFilter(arch, lr=float(t.lr), weight_decay=float(t.weight_decay), pos_weight=pos_weight,
                            focal_gamma=float(t.focal_gamma), flip=bool(t.flip))
-    ckpt_cb = ModelCheckpoint(dirpath=str(out / "lightning_ckpt"), monitor="val_f1", mode="max", save_top_k=1,
-                              filename="best-{epoch}")
-    callbacks = [ckpt_cb, EarlyStopping(monitor="val_f1", mode="max", patience=int(t.patience)),
+    monitor = str(t.monitor)
+    check(monitor in MONITORS, f"task.monitor must be one of {sorted(MONITORS)}, got {monitor!r}")
+    ckpt_cb = ModelCheckpoint(dirpath=str(out / "lightning_ckpt"), monitor=monitor, mode=MONITORS[monitor],
+                              save_top_k=1, filename="best-{epoch}")
+    callbacks = [ckpt_cb, EarlyStopping(monitor=monitor, mode=MONITORS[monitor], patience=int(t.patience)),
                  DaggerRollouts(every=int(t.dagger_every), max_rounds=int(t.dagger_rounds), probe_every=int(t.probe_every))]
     trainer = pl.Trainer(max_epochs=int(t.epochs), max_steps=int(t.max_steps) if t.max_steps else -1,
                          accelerator="cpu", devices=1, logger=_loggers(cfg, out, f"train_filter-{seq0.name}"),
@@ -168,7 +171,7 @@ def train(cfg: DictConfig, splits: dict[str, list[TrackSequence]], out: Path) ->
     curves = loss_curves(out / "lightning" / "metrics.csv")
     return {"net": net, "val_samples": dm.data["val"], "pos_weight": pos_weight, "curves": curves,
             "data_s": round(t_data, 1), "train_s": round(t_train, 1), "epochs": trainer.current_epoch,
-            "best_val_f1": float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else None,
+            "best_" + monitor: float(ckpt_cb.best_model_score) if ckpt_cb.best_model_score is not None else None,
             "samples": {k: len(v) for k, v in dm.data.items()}, "tiler": tiler, "trainer": trainer}
 
 
@@ -214,7 +217,8 @@ def main(cfg: DictConfig) -> dict:
     results = {"task": "train_filter", "ckpt": str(ckpt), "ckpt_bytes": ckpt.stat().st_size, "policy": policy,
                "grid": list(tiler.grid(splits["train"][0].height, splits["train"][0].width)),
                "params": sum(p.numel() for p in net.parameters()), "pos_weight": r["pos_weight"],
-               "samples": r["samples"], "epochs": r["epochs"], "best_val_f1": r["best_val_f1"],
+               "samples": r["samples"], "epochs": r["epochs"], "monitor": str(t.monitor),
+               "best_monitor": r["best_" + str(t.monitor)],
                "data_s": r["data_s"], "train_s": r["train_s"], "val_closed_loop": val, "test": test,
                "curves": r["curves"], "loss_plot": str(fig) if fig else None}
     results = write_results(cfg, results)
