@@ -85,3 +85,19 @@ def test_replay_path_gives_the_pipelines_frame_times(clip, in_flight):
     assert list(out.submitted) == [r.submitted for r in trace.records]
     assert list(out.finished) == [r.finished for r in trace.records]
     assert (out.detections > 0).all() and isinstance(sim, SimBackend)
+
+
+def test_sim_detections_equal_live_for_the_same_assignment(clip):
+    """Real gRPC workers with lossless tiles (png, one tile per request, no hedging) return the
+    detections the simulator replays: the sim stands in for the live cluster, boxes and all."""
+    frames, _, (_, _, tr_s, items_s), _ = clip
+    _, live, tr_l, items_l = run(["runner=live", "runner.backend.encoding=png", "runner.backend.batch=1",
+                                  "runner.failover.hedge=false", "runner.backend.time_scale=1", "logger=none"], frames)
+    assert set(items_l) == set(items_s)
+    for key, cl in items_l.items():
+        cs = items_s[key]
+        assert cl.node == cs.node  # same assignment
+        assert len(cl.detections) == len(cs.detections)
+        assert np.allclose(cl.detections.boxes, cs.detections.boxes, atol=1e-2)
+    for rl, rs in zip(tr_l.records, tr_s.records):
+        assert rl.index == rs.index and np.allclose(rl.detections.boxes, rs.detections.boxes, atol=1e-2)
