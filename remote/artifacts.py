@@ -19,11 +19,11 @@ from pathlib import Path
 
 from hode.config import ROOT
 from hode.errors import HodeError
+from hode.hashing import file_sha256
 
 CACHE = Path(os.environ.get("HODE_CACHE", Path.home() / ".cache" / "hode"))
 PACKAGE = "hode"  # the worker needs the library only; run.py and conf/ stay on the camera side
 _BUILD_LOCK = threading.Lock()
-_HASHES: dict[tuple, str] = {}
 
 
 @dataclass(frozen=True)
@@ -34,18 +34,6 @@ class Artifact:
     @property
     def name(self) -> str:
         return self.local.name
-
-
-def file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
 
 
 def _sources(root: Path) -> list[Path]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from hode.detect.factory import detector_config, make_detector
 from hode.errors import WeightsError
+from hode.hashing import file_sha256
 from hode.types import Detections
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ SETTING_KEYS = ("_target_", "imgsz", "conf", "iou", "max_det", "native_scale")
 # Dataset keys that only choose how many frames are read, not what frame k looks like.
 COUNT_KEYS = ("frames", "max_frames", "limit")
 
-_hash_memo: dict[tuple[str, int, int], str] = {}
 
 
 def _short_hash(obj: Any, n: int = 10) -> str:
@@ -38,19 +38,10 @@ def _short_hash(obj: Any, n: int = 10) -> str:
 
 def weights_hash(path: str | Path) -> str:
     """sha256 of a weights file's bytes (memoised on path, size and mtime)."""
-    p = Path(path)
     try:
-        st = p.stat()
+        return file_sha256(path)
     except OSError:
-        raise WeightsError(f"detector.weights: no such file: {p}") from None
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _hash_memo:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _hash_memo[key] = h.hexdigest()
-    return _hash_memo[key]
+        raise WeightsError(f"detector.weights: no such file: {path}") from None
 
 
 def dataset_identity(dataset: dict | str | None) -> str:
