@@ -47,21 +47,12 @@ def with_method(cfg: DictConfig, method: str) -> DictConfig:
 
 def run_method(cfg: DictConfig) -> dict:
     """One pipeline run of ``cfg`` (runner=sim): the run task's summary, plus the objects for timing."""
-    from hode.pipeline import Pipeline
-    from hode.tasks.run import summarize
+    from hode.tasks.run import build_pipeline, run_pipeline, summarize
 
     frames = list(build(cfg.dataset))
     flt, sched = build(cfg.filter), build(cfg.scheduler)
-    backend = build(cfg.runner.backend, topology=build(cfg.topology), detector=cfg.detector, _recursive_=False)
-    pipe = Pipeline(build(cfg.tiling), flt, sched, backend, history=cfg.runner.history,
-                    in_flight=cfg.runner.in_flight, progress=bool(cfg.progress))
-    backend.start()
-    t0 = time.perf_counter()
-    try:
-        trace = pipe.run(frames, total=len(frames))
-    finally:
-        stats = backend.stats()
-        backend.close()
+    pipe, backend = build_pipeline(cfg, flow_filter=flt, scheduler=sched, progress=bool(cfg.progress))
+    trace, stats, _, t0 = run_pipeline(pipe, backend, frames)
     s = summarize(trace, stats)
     s["overhead_median_ms"] = {k: 1000 * statistics.median(v) if v else None for k, v in trace.overhead_s.items()}
     s["overhead_max_ms"] = {k: 1000 * max(v) if v else None for k, v in trace.overhead_s.items()}

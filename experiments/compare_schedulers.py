@@ -73,8 +73,8 @@ def base_overrides(args) -> list[str]:
 # ----- 1. the camera loop ------------------------------------------------------------------------
 
 def run_pipeline(args, scheduler: str, flt: str, trace: list[dict], frames: list) -> dict:
-    from hode.pipeline import Pipeline
-    from hode.tasks.run import summarize
+    from hode.tasks.run import build_pipeline, summarize
+    from hode.tasks.run import run_pipeline as run_built  # this function has the same name
 
     over = base_overrides(args) + [f"scheduler={scheduler}", f"filter={flt}"]
     if scheduler == "dqn" and args.dqn_ckpt:
@@ -82,17 +82,8 @@ def run_pipeline(args, scheduler: str, flt: str, trace: list[dict], frames: list
     cfg = config(over)
     with open_dict(cfg):
         cfg.runner.load_trace = trace
-    topology = build(cfg.topology)
-    backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
-    pipeline = Pipeline(build(cfg.tiling), build(cfg.filter), build(cfg.scheduler), backend,
-                        history=cfg.runner.history, in_flight=cfg.runner.in_flight, progress=False)
-    backend.start()
-    wall = time.perf_counter()
-    try:
-        trace_ = pipeline.run(frames, total=len(frames))
-    finally:
-        stats = backend.stats()
-        backend.close()
+    pipeline, backend = build_pipeline(cfg, progress=False)
+    trace_, stats, _, wall = run_built(pipeline, backend, frames)
     r = summarize(trace_, stats)
     return {"scheduler": scheduler, "filter": flt, "fps": r["fps"], "latency_p50_ms": r["latency_ms"]["p50"],
             "latency_p95_ms": r["latency_ms"]["p95"], "map50": r["map50"], "map50_95": r["map50_95"],

@@ -73,23 +73,13 @@ def score(flt, seqs: list[TrackSequence], tiler, warmup: int) -> dict:
 
 def end_to_end(cfg: DictConfig, names: list[str], frames: int) -> dict:
     """mAP50 and tiles skipped through the real pipeline and detector, same frames for each filter."""
-    from hode.pipeline import Pipeline
-    from hode.tasks.run import summarize
+    from hode.tasks.run import build_pipeline, run_pipeline, summarize
 
     out = {}
     frame_list = list(build(cfg.dataset, frames=frames))
     for name in names:
-        tiler, scheduler, topology = build(cfg.tiling), build(cfg.scheduler), build(cfg.topology)
-        backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
-        flt = build(filter_config(cfg, name))
-        pipeline = Pipeline(tiler, flt, scheduler, backend, history=cfg.runner.history, in_flight=cfg.runner.in_flight,
-                            progress=cfg.progress)
-        backend.start()
-        try:
-            trace = pipeline.run(frame_list, total=len(frame_list))
-        finally:
-            stats = backend.stats()
-            backend.close()
+        pipeline, backend = build_pipeline(cfg, flow_filter=build(filter_config(cfg, name)))
+        trace, stats, _, _ = run_pipeline(pipeline, backend, frame_list)
         s = summarize(trace, stats)
         tiles = s["tiles"]
         out[name] = {"map50": s["map50"], "map50_95": s["map50_95"], "frames": s["frames"],

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 from omegaconf import DictConfig
@@ -38,16 +40,47 @@ def summarize(trace: RunTrace, stats: list[dict]) -> dict:
     }
 
 
+class PipelineRun(NamedTuple):
+    trace: RunTrace
+    stats: list[dict]
+    backend: object
+    wall_started: float  # perf_counter when the backend was up and the first frame went out
+
+
+def build_pipeline(cfg: DictConfig, flow_filter=None, scheduler=None, topology=None,
+                   progress: bool | None = None) -> tuple[Pipeline, object]:
+    """The run's pipeline and backend from ``cfg`` (filter, scheduler, topology unless given).
+    Building validates every stage's config, so do it before anything with side effects."""
+    topology = topology if topology is not None else build(cfg.topology)
+    tiler = build(cfg.tiling)
+    flow_filter = flow_filter if flow_filter is not None else build(cfg.filter)
+    scheduler = scheduler if scheduler is not None else build(cfg.scheduler)
+    backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
+    pipeline = Pipeline(tiler, flow_filter, scheduler, backend, history=cfg.runner.history,
+                        in_flight=cfg.runner.in_flight, progress=cfg.progress if progress is None else progress)
+    return pipeline, backend
+
+
+def run_pipeline(pipeline: Pipeline, backend, frames: Iterable) -> PipelineRun:
+    """Start the backend, run the frames, and always close the backend: the loop every task and
+    benchmark shares."""
+    backend.start()
+    started = time.perf_counter()
+    try:
+        trace = pipeline.run(frames, total=len(frames) if hasattr(frames, "__len__") else None)
+    finally:
+        stats = backend.stats()
+        backend.close()
+    return PipelineRun(trace, stats, backend, started)
+
+
 def main(cfg: DictConfig) -> dict:
     out = run_dir()
     source = build(cfg.dataset)
     if hasattr(source, "prepare"):  # one-time work outside the timed loop (e.g. golden labels)
         source.prepare()
-    tiler = build(cfg.tiling)
-    flow_filter = build(cfg.filter)
-    scheduler = build(cfg.scheduler)
     topology = build(cfg.topology)
-    backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
+    pipeline, backend = build_pipeline(cfg, topology=topology)
     logger = build(cfg.logger)
     name = f"{cfg.scheduler.get('name', 'sched')}-{cfg.filter.get('name', 'filter')}-{topology.name}"
     logger.start(plain_config(cfg), out, name=name, tags=[cfg.task.name, str(cfg.scheduler.get("name")),
@@ -56,14 +89,8 @@ def main(cfg: DictConfig) -> dict:
     def on_frame(r: FrameRecord) -> None:
         logger.log({"latency_ms": r.latency_s * 1000, "items": r.items, "detections": len(r.detections)}, step=r.index)
 
-    pipeline = Pipeline(tiler, flow_filter, scheduler, backend, history=cfg.runner.history,
-                        in_flight=cfg.runner.in_flight, progress=cfg.progress, on_frame=on_frame)
-    backend.start()
-    try:
-        trace = pipeline.run(source, total=len(source) if hasattr(source, "__len__") else None)
-    finally:
-        stats = backend.stats()
-        backend.close()
+    pipeline.on_frame = on_frame
+    trace, stats, _, _ = run_pipeline(pipeline, backend, source)
     results = {"task": "run", **summarize(trace, stats)}
     if hasattr(backend, "describe"):  # how the times were made (e.g. live: emulated, time_scale)
         results["runner"] = backend.describe()
