@@ -10,6 +10,12 @@ On the same synthetic 4K frames, the paper's five nodes (topology=paper5) in the
     loop) and of the pipeline run above
 Methods are the Fig. 11 sweep's (conf/experiment/method/*.yaml), applied to one composed config.
 
+Frames in flight (``runner.in_flight``, K) decide the comparison, so it is run for each K given:
+Infer-4K puts a whole frame on one node, so with K=1 four nodes idle while one works (latency-bound,
+the real-time regime: each frame is answered before the next is sent), and with K >= 5 every node
+has a frame of its own (throughput-bound, at the price of latency). HODE splits every frame over all
+nodes at any K. The first K is the headline; the rest are printed beside it.
+
     python experiments/bench_headline.py                       # 12 frames (cache misses run YOLO: minutes on a CPU)
     python experiments/bench_headline.py --frames 60 --replay-frames 20000
     python run.py +experiment=bench                            # the same as a Hydra job (results.json in its run dir)
@@ -112,16 +118,44 @@ def simulator_speed(cfg: DictConfig, replay_frames: int) -> dict:
     return {"frames": replay_frames, "wall_s": wall, "frames_per_s": replay_frames / wall, "virtual_fps": out.fps}
 
 
-def bench(cfg: DictConfig, replay_frames: int = 5000, reps: int = 500) -> dict:
-    runs, res = {}, {"frames": int(cfg.dataset.frames), "methods": {}}
+def with_in_flight(cfg: DictConfig, k: int) -> DictConfig:
+    out = cfg.copy()
+    with open_dict(out):
+        out.runner.in_flight = int(k)
+    return out
+
+
+def run_methods(cfg: DictConfig) -> tuple[dict, dict]:
+    """fourk, HODE and oracle on ``cfg``: their summaries and the run objects."""
+    runs, methods = {}, {}
     for m in METHODS:
         mc = with_method(cfg, m)
-        print(f"bench: {m} ({mc.scheduler.name} + {mc.filter.name}) on {cfg.dataset.frames} frames ...", flush=True)
+        print(f"bench: {m} ({mc.scheduler.name} + {mc.filter.name}) on {cfg.dataset.frames} frames, "
+              f"{cfg.runner.in_flight} in flight ...", flush=True)
         runs[m] = run_method(mc)
         s = runs[m]["summary"]
-        res["methods"][m] = {k: s[k] for k in ("fps", "map50", "map50_95", "latency_ms", "tiles", "overhead_ms",
-                                               "overhead_median_ms", "overhead_max_ms", "frames", "wall_s",
-                                               "cache_misses")}
+        methods[m] = {k: s[k] for k in ("fps", "map50", "map50_95", "latency_ms", "tiles", "overhead_ms",
+                                        "overhead_median_ms", "overhead_max_ms", "frames", "wall_s", "cache_misses")}
+    return methods, runs
+
+
+def bench(cfg: DictConfig, replay_frames: int = 5000, reps: int = 500, in_flight: list[int] | None = None) -> dict:
+    ks = [int(k) for k in (in_flight or [int(cfg.runner.in_flight)])]
+    if any(k < 1 for k in ks):
+        from hode.errors import ConfigError
+        raise ConfigError(f"in_flight values must be >= 1, got {ks}")
+    cfg = with_in_flight(cfg, ks[0])
+    res = {"frames": int(cfg.dataset.frames), "in_flight": ks[0]}
+    res["methods"], runs = run_methods(cfg)
+    res["by_in_flight"] = {}
+    for k in ks:
+        ms = res["methods"] if k == ks[0] else run_methods(with_in_flight(cfg, k))[0]
+        f, h, o = (ms[m] for m in METHODS)
+        res["by_in_flight"][str(k)] = {
+            "fps": {m: ms[m]["fps"] for m in METHODS},
+            "latency_ms": {m: ms[m]["latency_ms"] for m in METHODS},
+            "map50": {m: ms[m]["map50"] for m in METHODS},
+            "speedup_hode_over_fourk": h["fps"] / f["fps"], "hode_over_oracle_fps": h["fps"] / o["fps"]}
     f, h, o = (res["methods"][m] for m in METHODS)
     res["speedup_hode_over_fourk"] = h["fps"] / f["fps"]
     res["map50_loss_points"] = (f["map50"] - h["map50"]) if None not in (f["map50"], h["map50"]) else None
@@ -160,9 +194,19 @@ def table(r: dict) -> str:
          f"(incl. {h['cache_misses']} cache misses)"),
     ]
     w = max(len(a) for a, _, _ in rows)
-    lines = [f"headline numbers: {r['frames']} synthetic 4K frames, topology=paper5, runner=sim (virtual fps)",
+    lines = [f"headline numbers: {r['frames']} synthetic 4K frames, topology=paper5, runner=sim (virtual fps), "
+             f"{r.get('in_flight', '?')} frame(s) in flight",
              f"  {'':<{w}}  {'paper':<26}this run"]
     lines += [f"  {a:<{w}}  {b:<26}{c_}" for a, b, c_ in rows]
+    by = r.get("by_in_flight") or {}
+    if len(by) > 1:
+        lines += ["", "by frames in flight (K): fps, p50 / p95 latency ms",
+                  f"  {'K':>3}  {'Infer-4K':>22}  {'HODE':>22}  {'oracle':>22}  {'HODE/4K':>8}  {'HODE/oracle':>11}"]
+        for k, v in by.items():
+            cell = lambda m: (f"{v['fps'][m]:6.2f} ({v['latency_ms'][m]['p50']:4.0f} / "  # noqa: E731
+                              f"{v['latency_ms'][m]['p95']:4.0f})")
+            lines.append(f"  {k:>3}  {cell('fourk'):>22}  {cell('hode'):>22}  {cell('oracle'):>22}  "
+                         f"{v['speedup_hode_over_fourk']:7.2f}x  {v['hode_over_oracle_fps']:11.3f}")
     return "\n".join(lines)
 
 
@@ -171,7 +215,9 @@ def main(cfg: DictConfig) -> dict:
     from hode.results import run_dir, write_results
 
     b = cfg.get("bench", {})
-    res = bench(cfg, int(b.get("replay_frames", 5000)), int(b.get("reps", 500)))
+    ks = b.get("in_flight")
+    res = bench(cfg, int(b.get("replay_frames", 5000)), int(b.get("reps", 500)),
+                [int(k) for k in ks] if ks else None)
     res = write_results(cfg, {"task": "bench", **res})
     print(table(res))
     print(f"results: {run_dir() / 'results.json'}")
@@ -183,6 +229,8 @@ def cli() -> None:
     ap.add_argument("--frames", type=int, default=12, help="synthetic 4K frames per method")
     ap.add_argument("--replay-frames", type=int, default=5000, help="frames through the simulator's replay path")
     ap.add_argument("--reps", type=int, default=500, help="calls timed for the filter and the DQN decision")
+    ap.add_argument("--in-flight", type=int, nargs="+", default=[1, 2, 4],
+                    help="frames in flight (runner.in_flight) to compare at; the first is the headline")
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench_headline" / "results.json"))
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. seed=3 dataset.density=1.5")
     args = ap.parse_args()
@@ -192,7 +240,7 @@ def cli() -> None:
             *args.overrides]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=over)
-    res = bench(cfg, args.replay_frames, args.reps)
+    res = bench(cfg, args.replay_frames, args.reps, args.in_flight)
     res["overrides"] = over
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1, default=float))

@@ -111,6 +111,7 @@ class NodeState:
     up: bool = True
     progress: float = 0.0  # fraction of the current frame's items this node has finished
     true_speed: float | None = None  # the node's real current items/s: set only by the simulator (oracle)
+    measured: bool = True  # False until the node has returned an item: ``speed`` is then a placeholder
 
 
 @dataclass

@@ -179,7 +179,9 @@ def fig9(jobs: list[Job], out: Path) -> Section:
                                    if isinstance(n, dict))
                        + f"); {t.get('steps')} environment steps, {t.get('updates')} updates in "
                          f"{fmt(t.get('train_s'), 0)} s; checkpoint `{t.get('checkpoint')}`.")
-        for key, label in (("eval_random_traces", "random load traces"), ("eval_runner_trace", "the runner's trace")):
+        for key, label in (("eval_random_traces", "random load traces"),
+                           ("eval_one_in_flight", "random load traces, one frame in flight"),
+                           ("eval_runner_trace", "the runner's trace")):
             ev = t.get(key)
             if isinstance(ev, dict) and ev:
                 s.tables.append(f"{j.name}: the trained policy in the training env, held-out episodes with {label} "

@@ -19,7 +19,7 @@ from hode.edge.codec import PayloadError, decode_tile, encode_tile
 from hode.edge.pacing import Pacer
 from hode.errors import ConfigError
 
-from test_edge_support import running, shared_worker, wait_serving, yolov5n_config
+from test_edge_support import FAST, running, shared_worker, wait_serving, yolov5n_config
 
 
 @pytest.fixture(scope="module")
@@ -159,3 +159,47 @@ def test_worker_exits_when_its_parent_dies(tmp_path):
     while running(child) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not running(child), "worker survived its parent"
+
+
+def test_requests_run_in_arrival_order_and_a_caller_that_leaves_does_not_stall_the_line(worker):
+    """Each RPC thread runs its own tiles when its turn comes: FIFO across requests, the queue
+    length counts waiting and running tiles, and a request whose caller gave up (deadline) while
+    waiting leaves the line without holding up the ones behind it."""
+    _, client = worker
+    slow = 20.0  # the FAST profile x 20: about 100 ms for a 32x32 tile, long enough to queue behind
+    paced = profile_from_dict(FAST, "fast").base_s("yolov5n", 32 * 32) * slow
+    req = lambda frame, ids: pb.DetectRequest(frame_id=frame, tiles=[_raw(i, 32, 32) for i in ids], time_scale=slow)  # noqa: E731
+    first = client.stub.Detect.future(req(1, [1, 2]))
+    wait_queue = lambda n: _wait(lambda: client.status().queue >= n)  # noqa: E731
+    wait_queue(2)
+    second = client.stub.Detect.future(req(2, [3]))
+    wait_queue(3)
+    gives_up = client.stub.Detect.future(req(3, [4, 5]), timeout=0.25)  # expires while in line
+    wait_queue(5)
+    third = client.stub.Detect.future(req(4, [6]))
+    with pytest.raises(grpc.RpcError) as err:
+        gives_up.result(timeout=30)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    replies = [f.result(timeout=30) for f in (first, second, third)]
+    tiles = [r for reply in replies for r in reply.results]
+    assert [t.item_id for t in tiles] == [1, 2, 3, 6]
+    starts = [t.started for t in tiles]
+    assert starts == sorted(starts) and all(b.started >= a.finished for a, b in zip(tiles, tiles[1:]))
+    assert all(t.service_s >= paced * 0.99 for t in tiles)  # paced in full, not cut short
+    _wait(lambda: client.status().queue == 0)
+
+
+def test_reply_reports_the_workers_decode_time_apart_from_service(worker, scene):
+    _, client = worker
+    tile = encode_tile(np.ascontiguousarray(scene[:256, :320]), 9, "jpeg", 90)
+    reply = client.stub.Detect(pb.DetectRequest(frame_id=0, tiles=[tile]), timeout=60)
+    r = reply.results[0]
+    assert r.decode_s > 0 and r.service_s >= r.compute_s > 0
+    assert reply.received + r.decode_s <= r.started + 1e-6  # decoded before its service began
+
+
+def _wait(cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)

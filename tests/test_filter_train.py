@@ -59,7 +59,7 @@ def test_train_filter_task_writes_a_checkpoint_curves_and_results(tmp_path, monk
     cfg = compose_config(["task=train_filter", *SMALL, "task.frames=40", "task.seeds.train=[21,22,23]",
                           "task.seeds.val=[24]", "task.seeds.test=[25]", "task.epochs=3", "task.batch=64",
                           "task.model.channels=4", "task.model.units=1", "task.dagger_every=1",
-                          "task.dagger_rounds=1", "task.probe_every=5"])
+                          "task.dagger_rounds=1", "task.probe_every=5", "task.probe=global"])
     from hode.tasks.train_filter import main
 
     r = main(cfg)

@@ -33,6 +33,21 @@ def test_service_time_scales_with_pixels_and_noise_is_seeded():
     assert p.base_s("yolov5s", FRAME4K_PIXELS) == pytest.approx(t.frame4k_ms / 1000)
     mid = p.base_s("yolov5s", (TILE_PIXELS + FRAME4K_PIXELS) // 2)
     assert t.tile_ms / 1000 < mid < t.frame4k_ms / 1000
+    # below a tile: the line's fixed per-inference part stays (half a tile costs more than half)
+    fixed_ms = t.tile_ms - (t.frame4k_ms - t.tile_ms) / (FRAME4K_PIXELS - TILE_PIXELS) * TILE_PIXELS
+    assert fixed_ms > 0
+    assert p.base_s("yolov5s", TILE_PIXELS // 2) == pytest.approx((fixed_ms + (t.tile_ms - fixed_ms) / 2) / 1000)
+    assert p.base_s("yolov5s", 1) == pytest.approx(fixed_ms / 1000, rel=1e-3)
+
+
+def test_a_measured_profile_without_fixed_cost_scales_small_items_in_proportion():
+    from hode.cluster.profiles import profile_from_dict
+    p = profile_from_dict({"models": {"yolov5n": {"tile_ms": 50, "frame4k_ms": 1300, "source": "m"}}}, "cpu-like")
+    assert p.base_s("yolov5n", TILE_PIXELS // 4) == pytest.approx(0.050 / 4)
+
+
+def test_seeded_noise():
+    p = load_profile("jetson_nx")
     a = [p.service_s("yolov5s", TILE_PIXELS, np.random.default_rng(1)) for _ in range(2)]
     b = p.service_s("yolov5s", TILE_PIXELS, np.random.default_rng(2))
     assert a[0] == a[1] != b
@@ -87,3 +102,20 @@ def test_task_profile_writes_a_loadable_profile(tmp_path):
     f.write_text(to_yaml("box", "measured by task=profile on a test", timings))
     p = load_profile("box", f)
     assert p.name == "box" and p.timing("yolov5n").tile_ms == 12.5 and "measured" in p.timing("yolov5n").source
+
+
+def test_the_paper_calibrated_profile_set_gives_infer4k_the_papers_rate(tmp_path):
+    from experiments.calibrate_4k import calibration_factor, write_set
+    from hode.config import build, load_option
+
+    k = calibration_factor("paper5", 6.02)
+    assert k > 1  # the shipped 4K figures are faster than the paper's Infer-4K implies
+    write_set(k, tmp_path, 6.02, "paper5")
+    topo = build(load_option("topology", "paper5"))
+    rate = sum(1000 / load_profile(n.device, tmp_path / f"{n.device}.yaml").timing(n.model).frame4k_ms for n in topo.nodes)
+    assert rate == pytest.approx(6.02, rel=1e-3)
+    for n in topo.nodes:  # tiles and small crops cost what the shipped profiles say
+        shipped, cal = load_profile(n.device), load_profile(n.device, tmp_path / f"{n.device}.yaml")
+        for px in (TILE_PIXELS, TILE_PIXELS // 3):
+            assert cal.base_s(n.model, px) == pytest.approx(shipped.base_s(n.model, px), rel=1e-3)
+    assert not (tmp_path / "cpu.yaml").exists()  # a measured profile is not calibrated

@@ -128,3 +128,34 @@ def test_dqn_training_smoke_run_changes_q_values(paper5):
     assert agent.updates == 150 and len(losses) == 3 and all(np.isfinite(losses))
     assert len(episodes) == 8 and all(r["episode_fps"] > 0 for r in episodes)
     assert np.abs(agent.q_values(obs) - q0).max() > 1e-3
+
+
+def test_submit_time_reward_sees_imbalance_with_one_frame_in_flight(paper5):
+    """With one frame in flight the nodes are idle at every decision: a decision-time reward is 0
+    whatever the action; the submit-time reward punishes a lopsided split."""
+    def mean_reward(reward_at, decide):
+        env = SchedulingEnv(paper5, frames=20, in_flight=1, trace_events=0, down_prob=0.0, warm_prob=1.0,
+                            reward_at=reward_at, seed=0)
+        return play(env, decide, seed=3)["reward"]
+
+    fair, lopsided = scheduler_decide(Greedy()), (lambda nodes, n: [0, 0, 0, 0, n])
+    assert mean_reward("decision", fair) == mean_reward("decision", lopsided) == 0.0
+    assert mean_reward("submit", fair) > mean_reward("submit", lopsided)
+    with pytest.raises(ConfigError, match="reward_at"):
+        SchedulingEnv(paper5, reward_at="later")
+
+
+def test_unmeasured_nodes_get_a_probe_tile_and_the_first_frame_is_split_evenly():
+    from hode.schedule.salbs import SpeedAware
+    from hode.schedule.shares import known_speeds, probe_unmeasured
+
+    nodes = states([40.0, 1.0, 20.0])
+    nodes[1].measured = False  # its 1.0 is a placeholder, not a speed
+    assert known_speeds(nodes).tolist() == [40.0, 30.0, 20.0]
+    assert probe_unmeasured([6, 0, 4], nodes).tolist() == [5, 1, 4]
+    cold = states([1.0, 1.0, 1.0])
+    for n in cold:
+        n.measured = False
+    assert probe_unmeasured([9, 0, 0], cold).tolist() == [3, 3, 3]
+    # salbs no longer starves the unmeasured node (it used to read as 1 item/s next to 40 and 20)
+    assert np.bincount(SpeedAware().assign(tiles(9), nodes), minlength=3).tolist() == [4, 3, 2]

@@ -45,7 +45,8 @@ class InlineBackend:
 
     def states(self) -> list[NodeState]:
         return [NodeState(n.name, n.model, n.rank, queue=len(self._queues[i]),
-                          speed=self._speed[i] or 1.0, up=True)
+                          speed=self._speed[i] or 1.0, up=True,
+                          measured=bool(self._speed[i]))
                 for i, n in enumerate(self.topology)]
 
     def submit(self, frame_id: int, items: Sequence[WorkItem], assignment: Sequence[int]) -> None:

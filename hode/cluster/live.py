@@ -290,7 +290,8 @@ class LiveBackend:
     def _states(self) -> list[NodeState]:
         now = self.now()
         return [NodeState(l.node.name, l.node.model, l.node.rank, queue=l.outstanding, up=l.up,
-                          speed=(l.speed or 1.0) / self.slowness.factor(l.index, now, l.expected_s()))
+                          speed=(l.speed or 1.0) / self.slowness.factor(l.index, now, l.expected_s()),
+                          measured=bool(l.speed))
                 for l in self._links]
 
     def states(self) -> list[NodeState]:

@@ -17,7 +17,7 @@ from hode.errors import ConfigError, check
 
 TILE_PIXELS = 704 * 608  # a 512 tile padded by (96, 48) on every side: the profiles' reference item
 FRAME4K_PIXELS = 3840 * 2160
-TIMING_KEYS = {"tile_ms", "frame4k_ms", "noise", "source"}
+TIMING_KEYS = {"tile_ms", "frame4k_ms", "fixed_ms", "noise", "source"}
 
 
 def _positive(x) -> bool:
@@ -30,12 +30,15 @@ class ModelTiming:
     frame4k_ms: float  # one whole 3840x2160 frame at native resolution
     noise: float = 0.05  # relative std-dev of service time
     source: str = "estimate"
+    fixed_ms: float | None = None  # per-inference cost whatever the size; None: read off the tile-4K line
 
     def __post_init__(self) -> None:
         check(_positive(self.tile_ms), f"tile_ms must be a positive number of ms, got {self.tile_ms!r}")
         check(_positive(self.frame4k_ms), f"frame4k_ms must be a positive number of ms, got {self.frame4k_ms!r}")
         check(isinstance(self.noise, (int, float)) and not isinstance(self.noise, bool) and 0 <= self.noise < 1,
               f"noise must be a relative std-dev in [0, 1), got {self.noise!r}")
+        check(self.fixed_ms is None or (_positive(self.fixed_ms) and self.fixed_ms <= self.tile_ms) or self.fixed_ms == 0,
+              f"fixed_ms must be between 0 and tile_ms ({self.tile_ms}), got {self.fixed_ms!r}")
 
 
 @dataclass(frozen=True)
@@ -51,14 +54,19 @@ class DeviceProfile:
         return self.models[model]
 
     def base_s(self, model: str, pixels: int) -> float:
-        """Noise-free service time of one item of ``pixels`` pixels: tiles at tile cost, larger items
-        scaled between the tile and the 4K figure by pixel count (YOLO's cost is linear in pixels),
-        much smaller crops (under a quarter tile) in proportion to their pixels."""
+        """Noise-free service time of one item of ``pixels`` pixels, on the line through the tile and
+        the 4K figures: a fixed per-inference cost plus compute linear in pixels (how the profiles'
+        estimates are built, and how YOLO behaves). Below a tile the fixed part stays, so a small edge
+        crop or an Elf box is cheaper than a tile but not free; where the measured line has no fixed
+        part (a negative intercept, e.g. a CPU whose 4K runs are slower per pixel), it is proportional.
+        A profile may state the fixed part itself (``fixed_ms``)."""
         t = self.timing(model)
-        if pixels <= TILE_PIXELS:
-            ms = t.tile_ms * max(pixels, 1) / TILE_PIXELS if pixels < TILE_PIXELS / 4 else t.tile_ms
+        per_px = (t.frame4k_ms - t.tile_ms) / (FRAME4K_PIXELS - TILE_PIXELS)
+        if pixels >= TILE_PIXELS:
+            ms = t.tile_ms + per_px * (pixels - TILE_PIXELS)
         else:
-            ms = t.tile_ms + (t.frame4k_ms - t.tile_ms) * (pixels - TILE_PIXELS) / (FRAME4K_PIXELS - TILE_PIXELS)
+            fixed = t.fixed_ms if t.fixed_ms is not None else min(max(t.tile_ms - per_px * TILE_PIXELS, 0.0), t.tile_ms)
+            ms = fixed + (t.tile_ms - fixed) * max(pixels, 1) / TILE_PIXELS
         return ms / 1000.0
 
     def service_s(self, model: str, pixels: int, rng: np.random.Generator | None = None) -> float:

@@ -167,6 +167,7 @@ class NodeQueues:
 
     def states(self, next_frame: int) -> list[NodeState]:
         return [NodeState(nd.name, nd.model, nd.rank, queue=self.outstanding[i], speed=self.speed[i] or 1.0,
+                          measured=self.speed[i] > 0,
                           up=not self.down[i], true_speed=1.0 / (self.tile_s[i] * self.factor(i, next_frame)))
                 for i, nd in enumerate(self.nodes)]
 

@@ -37,6 +37,7 @@ class TileOutcome:
     service_s: float
     compute_s: float
     overrun: bool
+    decode_s: float = 0.0  # the worker's payload decode (before its turn; not in service_s)
 
 
 class EdgeClient:
@@ -93,7 +94,7 @@ def outcomes(reply: pb.DetectReply, received: float) -> list[TileOutcome]:
         finished = received - max(reply.sent - r.finished, 0.0)
         started = finished - r.service_s
         dets = Detections(np.asarray(r.boxes, np.float32).reshape(-1, 4), np.asarray(r.scores, np.float32))
-        out.append(TileOutcome(r.item_id, dets, started, finished, r.service_s, r.compute_s, r.overrun))
+        out.append(TileOutcome(r.item_id, dets, started, finished, r.service_s, r.compute_s, r.overrun, r.decode_s))
     return out
 
 

@@ -1,16 +1,23 @@
-"""The worker's device: one thread runs the queued tiles one at a time, in arrival order.
+"""The worker's device: queued tiles run one at a time, in arrival order, on the RPC's own thread.
 
-Each tile gets the real detector (real detections), then waits out the rest of its paced service
-time (see :mod:`hode.edge.pacing`). The loop keeps the figures the Status RPC reports: queue
-length, speed (tiles/s, moving average of 1 / service time), processed, busy time and overruns.
+A Detect handler joins a FIFO line of *turns* (one turn per request, its tiles together and in
+order); when its turn comes it runs its tiles itself: the real detector (real detections), then
+the wait to the tile's paced service time (see :mod:`hode.edge.pacing`). The turn then passes to
+the next request in line by setting that request's own event: one thread wake-up per hand-over,
+none when the device was idle. (An earlier design queued tiles to a device thread and waited on a
+per-tile event: two thread hand-offs per tile, a measurable part of the per-tile RPC overhead.)
+
+The loop keeps the figures the Status RPC reports: queue length (tiles waiting or running), speed
+(tiles/s, moving average of 1 / service time), processed, busy time and overruns.
 """
 from __future__ import annotations
 
+import collections
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -27,7 +34,6 @@ class TileJob:
     item_id: int
     image: np.ndarray
     time_scale: float = 0.0  # 0: the pacer's own
-    done: threading.Event = field(default_factory=threading.Event)
     cancelled: bool = False  # the RPC went away: skip the tile if it has not started
     detections: Detections | None = None
     error: str | None = None
@@ -35,26 +41,36 @@ class TileJob:
     finished: float = 0.0
     compute_s: float = 0.0
     overrun: bool = False
+    decode_s: float = 0.0  # the worker's decode of the payload (before the tile's turn)
 
     @property
     def service_s(self) -> float:
         return self.finished - self.started
 
 
+@dataclass
+class _Turn:
+    jobs: list[TileJob]
+    go: threading.Event = field(default_factory=threading.Event)
+
+
 class DeviceLoop:
+    # How often a request waiting for its turn (or a tile waiting out its paced time) checks that
+    # its caller is still there and the worker is not stopping.
+    POLL_S = 0.05
+
     def __init__(self, detector, pacer: Pacer, speed_alpha: float = 0.2) -> None:
         self.detector, self.pacer, self.alpha = detector, pacer, speed_alpha
-        self._q: queue.Queue[TileJob | None] = queue.Queue()
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._running = 0
+        self._line: collections.deque[_Turn] = collections.deque()  # head: the turn on the device
+        self._pending = 0  # tiles waiting or running
+        self._stop = threading.Event()
         self.speed = 0.0  # tiles/s; seeded by calibrate()
         self.processed = 0
         self.busy_s = 0.0
         self.overruns = 0
         self.compute_tile_ms = 0.0
         self.last_scale = pacer.time_scale
-        self._thread = threading.Thread(target=self._run, name="device", daemon=True)
 
     # ----- set-up ------------------------------------------------------------------------------
 
@@ -74,41 +90,66 @@ class DeviceLoop:
         return self.compute_tile_ms
 
     def start(self) -> None:
-        self._thread.start()
+        """Kept for callers of the threaded design: there is no device thread to start."""
 
     def stop(self) -> None:
+        """Requests waiting for their turn give up; a tile waiting out its paced time ends now."""
         self._stop.set()
-        self._q.put(None)
 
     # ----- work --------------------------------------------------------------------------------
 
     @property
     def queue_len(self) -> int:
-        return self._q.qsize() + self._running
+        return self._pending
 
-    def put(self, jobs: list[TileJob]) -> None:
-        with self._lock:  # one request's tiles stay together and in order
-            for j in jobs:
-                self._q.put(j)
+    def run(self, jobs: list[TileJob], active: Callable[[], bool] = lambda: True) -> bool:
+        """Run one request's tiles, in order, after every request that arrived before it.
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            job = self._q.get()
-            if job is None:
-                break
-            if job.cancelled:
-                job.done.set()
-                continue
-            self._running = 1
-            try:
-                self._process(job)
-            except Exception as e:  # a detector failure fails this tile's RPC, not the worker
-                log.exception("tile %s of frame %s failed", job.item_id, job.frame_id)
-                job.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
-                job.finished = time.perf_counter()
-            finally:
-                self._running = 0
-                job.done.set()
+        Blocks the calling (RPC) thread. Returns False when the caller went away (``active()``
+        false) or the worker stopped before the request's turn came; unstarted tiles are then
+        skipped. Once started, a tile whose ``cancelled`` flag is set ends its paced wait early.
+        """
+        turn = _Turn(jobs)
+        with self._lock:
+            self._line.append(turn)
+            self._pending += len(jobs)
+            if len(self._line) == 1:  # the device is idle: no wait, no wake-up
+                turn.go.set()
+        if not turn.go.is_set() and not self._wait_turn(turn, active):
+            return False
+        try:
+            for job in jobs:
+                if job.cancelled or self._stop.is_set():
+                    break
+                self._run_one(job)
+                with self._lock:
+                    self._pending -= 1
+        finally:
+            with self._lock:
+                self._pending -= sum(1 for j in jobs if not j.finished)  # skipped tiles
+                self._line.popleft()  # our turn is the head
+                if self._line:
+                    self._line[0].go.set()
+        return True
+
+    def _wait_turn(self, turn: _Turn, active: Callable[[], bool]) -> bool:
+        while not turn.go.wait(self.POLL_S):
+            if self._stop.is_set() or not active():
+                with self._lock:
+                    if turn.go.is_set():  # handed the turn meanwhile: take it, then pass it on
+                        break
+                    self._line.remove(turn)
+                    self._pending -= len(turn.jobs)
+                return False
+        return True
+
+    def _run_one(self, job: TileJob) -> None:
+        try:
+            self._process(job)
+        except Exception as e:  # a detector failure fails this tile's RPC, not the worker
+            log.exception("tile %s of frame %s failed", job.item_id, job.frame_id)
+            job.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            job.finished = time.perf_counter()
 
     def _process(self, job: TileJob) -> None:
         job.started = time.perf_counter()
@@ -122,7 +163,7 @@ class DeviceLoop:
         deadline = job.started + target
         # The caller going away (deadline, cancel) ends the wait: a stale tile must not hold the device.
         while (left := deadline - time.perf_counter()) > 0 and not self._stop.is_set() and not job.cancelled:
-            self._stop.wait(min(left, 0.05))
+            self._stop.wait(min(left, self.POLL_S))
         job.finished = time.perf_counter()
         service = job.service_s
         self.processed += 1

@@ -36,7 +36,7 @@ from hode.errors import HodeError, check
 
 log = logging.getLogger("hode.edge.server")
 SERVICE = "hode.edge.EdgeWorker"
-# A request's time_scale beyond this would park the device thread for hours on one tile (a
+# A request's time_scale beyond this would hold the device for hours on one tile (a
 # denial of service found by fuzzing); real runs use 1 to a few hundred.
 MAX_TIME_SCALE = 10_000.0
 
@@ -158,28 +158,35 @@ class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
         ids = [t.item_id for t in request.tiles]
         if len(set(ids)) != len(ids):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "item_id values repeat within the request")
+        jobs = []
         try:  # decode everything first: a bad tile fails the request before any tile is queued
-            images = [decode_tile(t, self.spec.max_side) for t in request.tiles]
+            for t in request.tiles:
+                t0 = time.perf_counter()
+                image = decode_tile(t, self.spec.max_side)
+                jobs.append(TileJob(request.frame_id, t.item_id, image, scale, decode_s=time.perf_counter() - t0))
         except PayloadError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        jobs = [TileJob(request.frame_id, t.item_id, img, scale) for t, img in zip(request.tiles, images)]
 
         def cancel() -> None:  # runs when the RPC ends; only unstarted tiles are skipped
             for j in jobs:
                 j.cancelled = True
 
         context.add_callback(cancel)
-        self.loop.put(jobs)
-        for j in jobs:
-            while not j.done.wait(0.5):
-                if not context.is_active():
-                    return pb.DetectReply()
+        # This thread runs the tiles itself when their turn comes (FIFO across requests): no
+        # hand-off to a device thread and back on the way.
+        if not self.loop.run(jobs, context.is_active):
+            if context.is_active():  # the worker is stopping
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"worker '{self.spec.node}' is stopping")
+            return pb.DetectReply()
         failed = [j for j in jobs if j.error]
         if failed:
             context.abort(grpc.StatusCode.INTERNAL, f"detector failed on tile {failed[0].item_id}: {failed[0].error}")
+        if any(not j.finished for j in jobs):  # cancelled part-way (the caller is gone) or stopping
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"worker '{self.spec.node}' stopped before the request finished")
         results = [pb.TileResult(item_id=j.item_id, boxes=j.detections.boxes.reshape(-1).tolist(),
                                  scores=j.detections.scores.tolist(), service_s=j.service_s, compute_s=j.compute_s,
-                                 started=j.started, finished=j.finished, overrun=j.overrun) for j in jobs]
+                                 started=j.started, finished=j.finished, overrun=j.overrun, decode_s=j.decode_s)
+                   for j in jobs]
         return pb.DetectReply(results=results, received=received, sent=time.perf_counter(),
                               queue=self.loop.queue_len, speed=self.loop.speed)
 
@@ -257,7 +264,6 @@ def serve(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
              address(spec.host, port), "TLS" if creds is not None else "plaintext",
              "token required" if token else "no token")
     ms = loop.calibrate()
-    loop.start()
     servicer.ready = True
     for name in ("", SERVICE):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

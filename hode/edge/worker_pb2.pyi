@@ -45,7 +45,7 @@ class DetectRequest(_message.Message):
     def __init__(self, frame_id: _Optional[int] = ..., tiles: _Optional[_Iterable[_Union[Tile, _Mapping]]] = ..., time_scale: _Optional[float] = ...) -> None: ...
 
 class TileResult(_message.Message):
-    __slots__ = ("item_id", "boxes", "scores", "service_s", "compute_s", "started", "finished", "overrun")
+    __slots__ = ("item_id", "boxes", "scores", "service_s", "compute_s", "started", "finished", "overrun", "decode_s")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     BOXES_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class TileResult(_message.Message):
     STARTED_FIELD_NUMBER: _ClassVar[int]
     FINISHED_FIELD_NUMBER: _ClassVar[int]
     OVERRUN_FIELD_NUMBER: _ClassVar[int]
+    DECODE_S_FIELD_NUMBER: _ClassVar[int]
     item_id: int
     boxes: _containers.RepeatedScalarFieldContainer[float]
     scores: _containers.RepeatedScalarFieldContainer[float]
@@ -62,7 +63,8 @@ class TileResult(_message.Message):
     started: float
     finished: float
     overrun: bool
-    def __init__(self, item_id: _Optional[int] = ..., boxes: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ..., service_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., overrun: _Optional[bool] = ...) -> None: ...
+    decode_s: float
+    def __init__(self, item_id: _Optional[int] = ..., boxes: _Optional[_Iterable[float]] = ..., scores: _Optional[_Iterable[float]] = ..., service_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., started: _Optional[float] = ..., finished: _Optional[float] = ..., overrun: _Optional[bool] = ..., decode_s: _Optional[float] = ...) -> None: ...
 
 class DetectReply(_message.Message):
     __slots__ = ("results", "received", "sent", "queue", "speed")

@@ -51,8 +51,11 @@ class EdgeWorkerServicer:
 
     def Detect(self, request, context):
         """Detect persons in a batch of tiles; the reply comes when every tile of the batch is done.
-        A malformed tile (bad bytes, wrong dimensions or dtype, oversize) fails the whole request with
-        INVALID_ARGUMENT before any tile is queued; the worker keeps serving.
+        A malformed tile (bad bytes, wrong dimensions or dtype, oversize), a time_scale outside
+        [0, 10000] or bytes that are not a DetectRequest fail the whole request with INVALID_ARGUMENT
+        before any tile is queued; the worker keeps serving. With a token configured, every call
+        (this one, Status, the health check) needs `authorization: Bearer <token>` metadata, else
+        UNAUTHENTICATED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -7,11 +7,16 @@ The keep rule for a tile with predicted occupancy probability ``p``:
   (the net cannot rule a person out): in the closed loop a skipped tile reports zero whether or
   not someone walked in, so a tile near a walkway is looked at again now and then, while tiles
   the net knows stay empty (sky, water) never are. ``probe_every=0`` turns probing off.
+- or, when the checkpoint holds a per-tile *walk-in prior* (``walkin_prior``, walk-ins per empty
+  frame on the training scenes), probe each tile at its own period ``sqrt(2 / (walkin_beta * rate))``
+  with ``rate`` updated online from the filter's own detections (hode/filter/walkin.py): busy
+  entrances often, the sky almost never. This replaces the global probe rule above.
 
 A checkpoint is a small ``torch.save`` dict (kilobytes, loaded with ``weights_only=True``)::
 
     {"format": "hode-flow-filter", "version": 1, "arch": {...STNet kwargs}, "state_dict": {...},
-     "policy": {"threshold", "probe_threshold", "probe_every"}, "meta": {...training, validation}}
+     "policy": {"threshold", "probe_threshold", "probe_every", "walkin_prior", "walkin_beta",
+                "walkin_strength"}, "meta": {...training, validation}}
 
 The policy is chosen on validation data when the net is trained (task=train_filter), so the
 filter needs no tuning at run time; the config can override each value.
@@ -28,12 +33,15 @@ from hode.errors import WeightsError, check
 from hode.filter.guard import GuardedFilter
 from hode.filter.memory import TileMemory
 from hode.filter.net import STNet
+from hode.filter.walkin import WalkInProber
+from hode.threads import one_thread
 
 log = logging.getLogger(__name__)
 
 FORMAT = "hode-flow-filter"
 VERSION = 1
-DEFAULT_POLICY = {"threshold": 0.5, "probe_threshold": 1.0, "probe_every": 0}
+DEFAULT_POLICY = {"threshold": 0.5, "probe_threshold": 1.0, "probe_every": 0,
+                  "walkin_prior": None, "walkin_beta": None, "walkin_strength": None}
 
 
 def save_checkpoint(path: str | Path, net: STNet, policy: dict, meta: dict | None = None) -> Path:
@@ -42,9 +50,14 @@ def save_checkpoint(path: str | Path, net: STNet, policy: dict, meta: dict | Non
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     policy = {**DEFAULT_POLICY, **{k: v for k, v in policy.items() if k in DEFAULT_POLICY}}
+    walkin = policy["walkin_prior"] is not None
     torch.save({"format": FORMAT, "version": VERSION, "arch": dict(net.arch), "state_dict": state,
                 "policy": {"threshold": float(policy["threshold"]), "probe_threshold": float(policy["probe_threshold"]),
-                           "probe_every": int(policy["probe_every"])}, "meta": meta or {}}, path)
+                           "probe_every": int(policy["probe_every"]),
+                           "walkin_prior": np.asarray(policy["walkin_prior"], float).tolist() if walkin else None,
+                           "walkin_beta": float(policy["walkin_beta"]) if walkin else None,
+                           "walkin_strength": float(policy["walkin_strength"]) if walkin else None},
+                "meta": meta or {}}, path)
     return path
 
 
@@ -80,13 +93,15 @@ class STFilter(GuardedFilter):
 
     While the history is shorter than the trend window (the first frames of a video) every tile
     is kept. ``threshold``, ``probe_threshold`` and ``probe_every`` override the checkpoint's
-    validated policy. The filter is stateful (it remembers its own keep masks); an empty history
+    validated policy; ``walkin_beta`` overrides the checkpoint's walk-in knob and ``walkin=False``
+    falls back to the global probe rule. The filter is stateful (it remembers its own keep masks); an empty history
     means a new video and resets that state. Give ``net`` instead of ``ckpt`` to wrap a net in
     memory (training rollouts).
     """
 
     def __init__(self, ckpt: str | None = None, name: str = "st", threshold: float | None = None,
                  probe_threshold: float | None = None, probe_every: int | None = None,
+                 walkin_beta: float | None = None, walkin: bool | None = None,
                  guard: dict | None = None, net: STNet | None = None) -> None:
         super().__init__(guard)
         check((ckpt is None) != (net is None), "filter=st needs exactly one of ckpt (a checkpoint path) or net")
@@ -94,6 +109,8 @@ class STFilter(GuardedFilter):
             check(v is None or 0.0 < float(v) <= 1.0, f"filter.{key} must be a probability in (0, 1] or null, got {v!r}")
         check(probe_every is None or (isinstance(probe_every, int) and probe_every >= 0),
               f"filter.probe_every must be a non-negative integer (0 = no probing) or null, got {probe_every!r}")
+        check(walkin_beta is None or float(walkin_beta) > 0, f"filter.walkin_beta must be > 0 or null, got {walkin_beta!r}")
+        check(walkin is None or isinstance(walkin, bool), f"filter.walkin must be true, false or null, got {walkin!r}")
         self.name, self.ckpt = name, str(ckpt) if ckpt is not None else "<in memory>"
         if net is None:
             net, policy, self.meta = load_checkpoint(ckpt)
@@ -104,17 +121,33 @@ class STFilter(GuardedFilter):
         self.memory = TileMemory()
         self._last_keep: np.ndarray | None = None
         self._warned = False
-        overrides = {"threshold": threshold, "probe_threshold": probe_threshold, "probe_every": probe_every}
+        if walkin is False:
+            policy["walkin_prior"] = None
+        elif walkin and policy.get("walkin_prior") is None:
+            raise WeightsError(f"filter.walkin=true, but {self.ckpt} holds no walk-in prior (refit it with task=train_filter)")
+        overrides = {"threshold": threshold, "probe_threshold": probe_threshold, "probe_every": probe_every,
+                     "walkin_beta": walkin_beta}
         self.set_policy(**{**policy, **{k: v for k, v in overrides.items() if v is not None}})
 
-    def set_policy(self, threshold: float, probe_threshold: float, probe_every: int) -> None:
+    def set_policy(self, threshold: float, probe_threshold: float, probe_every: int, walkin_prior=None,
+                   walkin_beta: float | None = None, walkin_strength: float | None = None) -> None:
         self.threshold, self.probe_threshold, self.probe_every = float(threshold), float(probe_threshold), int(probe_every)
         # compare logits, not probabilities: saves a sigmoid per frame
         self._z_keep, self._z_probe = _logit(threshold), _logit(probe_threshold)
+        self.prober = None
+        if walkin_prior is not None:
+            try:
+                self.prober = WalkInProber(np.asarray(walkin_prior, np.float64), float(walkin_beta), float(walkin_strength))
+            except (TypeError, ValueError):
+                raise WeightsError(f"{self.ckpt}: malformed walk-in policy (walkin_prior/beta/strength)") from None
 
     @property
     def policy(self) -> dict:
-        return {"threshold": self.threshold, "probe_threshold": self.probe_threshold, "probe_every": self.probe_every}
+        p = {"threshold": self.threshold, "probe_threshold": self.probe_threshold, "probe_every": self.probe_every}
+        if self.prober is not None:
+            p.update(walkin_prior=self.prober.prior.tolist(), walkin_beta=self.prober.beta,
+                     walkin_strength=self.prober.strength)
+        return p
 
     def check_grid(self, grid: tuple[int, int]) -> None:
         bound = self.net.grid
@@ -122,17 +155,23 @@ class STFilter(GuardedFilter):
             raise WeightsError(f"flow-filter checkpoint {self.ckpt} was trained for a {bound[0]}x{bound[1]} tile grid, "
                                f"but this run's grid is {grid[0]}x{grid[1]} (train one for it with task=train_filter, "
                                "or use a fusion=shared checkpoint)")
+        if self.prober is not None and tuple(grid) != self.prober.grid:
+            raise WeightsError(f"flow-filter checkpoint {self.ckpt} holds a walk-in prior for a {self.prober.grid[0]}x"
+                               f"{self.prober.grid[1]} tile grid, but this run's grid is {grid[0]}x{grid[1]} "
+                               "(use filter.walkin=false or refit the policy with task=train_filter)")
 
     def reset(self) -> None:
         super().reset()
         self._last_keep = None
         self.memory.since_kept = None
+        if self.prober is not None:
+            self.prober.reset()
 
     def logits(self, history: np.ndarray) -> np.ndarray:
         """Per-tile logits for the frame after ``history`` (at least ``trend`` frames)."""
         x = torch.from_numpy(np.ascontiguousarray(history[-self.trend:], np.float32))[None]
         m = torch.from_numpy(self.memory.features())[None] if self.net.arch["memory"] else None
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread():
             return self.net(x, m)[0].numpy()
 
     def predict(self, history: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
@@ -140,6 +179,8 @@ class STFilter(GuardedFilter):
         if len(history) == 0:
             self.reset()  # a new video
         self.memory.update(history, self._last_keep)
+        if self.prober is not None and len(history):
+            self.prober.update(history[-1], self._last_keep)
         if len(history) < self.trend:
             if not self._warned and self.guard._step > 4 * self.trend:
                 log.warning("filter %s keeps every tile: it needs %d frames of history, the pipeline gives %d "
@@ -148,7 +189,9 @@ class STFilter(GuardedFilter):
             return np.ones(history.shape[1:], bool)
         z = self.logits(history)
         keep = z >= self._z_keep
-        if self.probe_every:
+        if self.prober is not None:
+            keep |= self.prober.due(self.memory.since_kept)
+        elif self.probe_every:
             keep |= (z >= self._z_probe) & (self.memory.since_kept >= self.probe_every)
         return keep
 

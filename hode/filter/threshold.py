@@ -69,3 +69,24 @@ def closed_loop_threshold(make_filter, seqs: list[TrackSequence], tiler: Tiler, 
         else:
             b = mid
     return best_t, best
+
+
+def smallest_for_recall(make_filter, seqs: list[TrackSequence], tiler: Tiler, recall: float,
+                        lo: float, hi: float, steps: int = 14) -> tuple[float, dict]:
+    """The smallest knob value in ``[lo, hi]`` (recall grows with it, e.g. ``walkin_beta``) whose
+    closed-loop recall on ``seqs`` reaches ``recall``: a bisection in log space that keeps the
+    smallest value seen to satisfy the target. When even ``hi`` misses, ``hi`` with its scores."""
+    a, b = np.log(lo), np.log(hi)
+    best_v, best = hi, evaluate(make_filter(hi), seqs, tiler, closed=True)
+    if best["recall"] < recall:
+        return hi, best
+    for _ in range(steps):
+        mid = (a + b) / 2
+        r = evaluate(make_filter(float(np.exp(mid))), seqs, tiler, closed=True)
+        if r["recall"] >= recall:
+            b = mid
+            if float(np.exp(mid)) < best_v:
+                best_v, best = float(np.exp(mid)), r
+        else:
+            a = mid
+    return best_v, best

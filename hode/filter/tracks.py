@@ -23,12 +23,14 @@ from hode.tiling import cell_counts
 
 @dataclass
 class TrackSequence:
-    """Boxes ``(N_t, 4)`` of every frame of one video, frame size in pixels."""
+    """Boxes ``(N_t, 4)`` of every frame of one video, frame size in pixels; ``ids`` the boxes'
+    track ids where the source has them (error diagnosis tells walk-ins from crossings with them)."""
 
     name: str
     width: int
     height: int
     boxes: list[np.ndarray]
+    ids: list[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -38,7 +40,8 @@ class TrackSequence:
         return np.stack([cell_counts(b, self.height, self.width, tile) for b in self.boxes]).astype(np.float32)
 
     def part(self, start: int, stop: int, tag: str) -> "TrackSequence":
-        return TrackSequence(f"{self.name}[{tag}]", self.width, self.height, self.boxes[start:stop])
+        return TrackSequence(f"{self.name}[{tag}]", self.width, self.height, self.boxes[start:stop],
+                             None if self.ids is None else self.ids[start:stop])
 
 
 def _frame_size(source) -> tuple[int, int] | None:
@@ -59,18 +62,19 @@ def from_source(source) -> TrackSequence:
     """
     name = getattr(source, "name", type(source).__name__)
     size = _frame_size(source)
-    boxes: list[np.ndarray] = []
+    gts = []
     if hasattr(source, "gt_frames") and size is not None:
-        boxes = [gt.boxes.copy() for gt in source.gt_frames()]
+        gts = list(source.gt_frames())
     else:
         for frame in source:
             if frame.gt is None:
                 raise DataError(f"dataset {name} has no ground truth on frame {frame.index}: the flow filter needs tracks")
             size = (frame.shape[1], frame.shape[0])
-            boxes.append(frame.gt.boxes.copy())
-    if not boxes or size is None:
+            gts.append(frame.gt)
+    if not gts or size is None:
         raise DataError(f"dataset {name} yielded no frames")
-    return TrackSequence(name, size[0], size[1], boxes)
+    ids = [np.asarray(gt.ids).copy() for gt in gts] if all(gt.ids is not None for gt in gts) else None
+    return TrackSequence(name, size[0], size[1], [gt.boxes.copy() for gt in gts], ids)
 
 
 def split_blocks(seq: TrackSequence, ratios=(3, 1, 1)) -> list[TrackSequence]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import random
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,7 +33,8 @@ from hode.errors import WeightsError, check
 from hode.schedule.base import Scheduler, up_nodes
 from hode.schedule.dispatch import get_dispatch
 from hode.schedule.reward import reward
-from hode.schedule.shares import largest_remainder, simplex_actions
+from hode.schedule.shares import known_speeds, largest_remainder, probe_unmeasured, simplex_actions
+from hode.threads import one_thread
 from hode.types import NodeState, WorkItem
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def features(nodes: Sequence[NodeState], n_items: int, n_ref: float) -> np.ndarr
     cluster needs for them, which sets the scale of the reward's variance. Down nodes read as zero.
     """
     up = np.array([n.up for n in nodes], bool)
-    v = np.array([max(n.speed, 0.0) for n in nodes], np.float64) * up
+    v = np.maximum(known_speeds(nodes), 0.0) * up
     q = np.array([n.queue for n in nodes], np.float64) * up
     total = float(v.sum())
     vs = v / total if total > 0 else up / max(up.sum(), 1)
@@ -161,17 +161,6 @@ class ReplayBuffer:
         return (torch.from_numpy(self.obs[idx]), torch.from_numpy(self.actions[idx]),
                 torch.from_numpy(self.rewards[idx]), torch.from_numpy(self.next_obs[idx]),
                 self.next_up[idx], torch.from_numpy(self.dones[idx]))
-
-
-@contextmanager
-def one_thread():
-    """Torch on one thread for these tiny nets: on a loaded machine its thread pool costs ~20x."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 # ----- 4. agent ----------------------------------------------------------------------------------
@@ -378,7 +367,7 @@ class DQNScheduler(Scheduler):
         a = agent.act(obs, up_vector(nodes), epsilon)
         if self.online:
             self._learn_online(obs, a, nodes)
-        return largest_remainder(agent.actions[a], n_items)
+        return probe_unmeasured(largest_remainder(agent.actions[a], n_items), nodes)
 
     def assign(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:
         counts = self.decide(nodes, len(work), self.epsilon if self.online else 0.0)

@@ -16,6 +16,7 @@ from scipy.sparse.csgraph import connected_components
 
 from hode.errors import check
 from hode.schedule.base import Scheduler, tile_work, up_nodes
+from hode.schedule.shares import known_speeds
 from hode.tiling import Tiler, crop
 from hode.types import Detections, Frame, NodeState, WorkItem
 
@@ -80,7 +81,8 @@ class ElfBased(Scheduler):
 
     def assign(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:
         alive = up_nodes(nodes)
-        speed = np.array([max(nodes[i].speed, 1e-6) for i in alive])
+        v = known_speeds(nodes)
+        speed = np.array([max(v[i], 1e-6) for i in alive])
         target = speed / speed.sum() * sum(w.pixels for w in work)
         given = np.zeros(len(alive))
         out = [0] * len(work)

@@ -13,8 +13,12 @@ ranges, sometimes a node down for a while, and a new walk of kept-tile counts; s
 to react to slowdowns rather than memorise one cluster state. A tile's pixel count (and so its
 service time) is that of a random tile of the configured frame grid.
 
-``in_flight`` must be >= 2 for the reward to see imbalance: with one frame outstanding every
-decision finds every node idle.
+When the reward's "after" state is observed is a choice the paper leaves open. ``reward_at="decision"``
+observes it at the next decision point (after the camera waited for a slot); with one frame in
+flight every decision then finds every node idle, so the reward is always 0 and nothing is learned.
+``reward_at="submit"`` observes it right after the frame's tiles are queued (no virtual time passes),
+so the finish-time term sees exactly the imbalance the action made, whatever ``in_flight`` is; the
+transition's next state is still the next decision's.
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from hode.cluster.topology import Topology
 from hode.errors import check
 from hode.schedule.dqn import QUEUE_CLIP, TIME_CLIP, features, up_vector
 from hode.schedule.reward import reward
-from hode.schedule.shares import largest_remainder, simplex_actions
+from hode.schedule.shares import largest_remainder, probe_unmeasured, simplex_actions
 from hode.types import NodeState
 
 
@@ -62,7 +66,10 @@ class SchedulingEnv(gym.Env):
                  lambda1: float = 1.0, lambda2: float = 1.0, step: float = 0.1, n_ref: float = 40.0,
                  trace_events: int = 3, trace_factor: Sequence[float] = (1.5, 5.0), speed_jitter: float = 0.2,
                  down_prob: float = 0.1, warm_prob: float = 0.8, trace: LoadTrace | list | None = None,
-                 speed_alpha: float = 0.3, profiles_dir: str | None = None, seed: int | None = None) -> None:
+                 speed_alpha: float = 0.3, profiles_dir: str | None = None, seed: int | None = None,
+                 reward_at: str = "decision") -> None:
+        check(reward_at in ("decision", "submit"), f"reward_at must be 'decision' or 'submit', got {reward_at!r}")
+        self.reward_at = reward_at
         self.topology = topology
         m = len(topology)
         self.pixels = np.asarray(tile_pixels, np.int64)
@@ -129,7 +136,8 @@ class SchedulingEnv(gym.Env):
                 "fps": self.completed / self.now if self.now > 0 else None}
 
     def counts_for(self, action: int) -> np.ndarray:
-        return largest_remainder(self.actions[int(action)], self.n)
+        """The action's tile counts, as the scheduler turns them (a never-measured node gets a probe tile)."""
+        return probe_unmeasured(largest_remainder(self.actions[int(action)], self.n), self._before)
 
     def step(self, action: int):
         return self.step_counts(self.counts_for(action))
@@ -157,12 +165,13 @@ class SchedulingEnv(gym.Env):
         self.assigned[self.t], self.done[self.t] = counts, np.zeros_like(counts)
         heapq.heappush(self.pending, (last, self.t))
         self._advance(self.now)
+        queued = self.states() if self.reward_at == "submit" else None
         while len(self.pending) >= self.k:  # the camera waits for a slot, as Pipeline.run does
             self._advance(self.pending[0][0])
         self.t += 1
         self.n = int(np.clip(self.n + self._rng.integers(-3, 4), *self.tiles))
         after = self.states()
-        r = reward(self._before, after, self.lambda1, self.lambda2)
+        r = reward(self._before, queued if queued is not None else after, self.lambda1, self.lambda2)
         self._before = after
         truncated = self.t >= self.frames
         if truncated:  # drain, so the episode's fps counts every frame

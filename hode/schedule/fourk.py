@@ -13,6 +13,7 @@ import numpy as np
 
 from hode.errors import check
 from hode.schedule.base import Scheduler, up_nodes
+from hode.schedule.shares import known_speeds
 from hode.tiling import Tiler
 from hode.types import Detections, Frame, NodeState, WorkItem
 
@@ -35,17 +36,18 @@ class InferFourK(Scheduler):
         H, W = frame.shape
         return [WorkItem(frame.index, 0, (0, 0, W, H), frame.image, "frame", float(np.sum(counts)))]
 
-    def _weight(self, node: NodeState) -> float:
+    def _weight(self, node: NodeState, speed: float) -> float:
         if self.power is not None:
             check(node.name in self.power, f"scheduler.power has no entry for node '{node.name}'")
             return float(self.power[node.name])
-        return max(float(node.speed), 1e-6)
+        return max(float(speed), 1e-6)
 
     def assign(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:
         alive = up_nodes(nodes)
+        v = known_speeds(nodes)
         out = []
         for _ in work:
-            w = {i: self._weight(nodes[i]) for i in alive}
+            w = {i: self._weight(nodes[i], v[i]) for i in alive}
             total = sum(w.values())
             for i in alive:
                 self._current[nodes[i].name] = self._current.get(nodes[i].name, 0.0) + w[i]

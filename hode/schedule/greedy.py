@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from hode.schedule.base import Scheduler, up_nodes
+from hode.schedule.shares import known_speeds
 from hode.types import NodeState, WorkItem
 
 
@@ -20,7 +21,8 @@ class Greedy(Scheduler):
     def assign(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:
         alive = up_nodes(nodes)
         load = np.array([float(nodes[i].queue) for i in alive])
-        speed = np.array([max(nodes[i].speed, 1e-6) for i in alive])
+        v = known_speeds(nodes)
+        speed = np.array([max(v[i], 1e-6) for i in alive])
         out = [0] * len(work)
         for k in sorted(range(len(work)), key=lambda k: -work[k].count):
             j = int(np.argmin((load + 1) / speed))

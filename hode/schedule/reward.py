@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from hode.schedule.shares import known_speeds
 from hode.types import NodeState
 
 MIN_SPEED = 1e-3  # items/s; keeps q/v finite for a node whose speed was never measured
@@ -24,7 +25,8 @@ def progress_spread(nodes: Sequence[NodeState]) -> float:
 
 
 def finish_spread(nodes: Sequence[NodeState]) -> float:
-    eta = np.array([n.queue / max(n.speed, MIN_SPEED) for n in nodes if n.up], np.float64)
+    v = known_speeds(nodes)  # a node not yet measured counts at the others' mean, not at its placeholder
+    eta = np.array([n.queue / max(v[i], MIN_SPEED) for i, n in enumerate(nodes) if n.up], np.float64)
     return float(((eta - eta.mean()) ** 2).sum()) if len(eta) else 0.0
 
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from hode.schedule.base import Scheduler, up_nodes
 from hode.schedule.dispatch import get_dispatch
-from hode.schedule.shares import largest_remainder
+from hode.schedule.shares import known_speeds, largest_remainder
 from hode.types import NodeState, WorkItem
 
 
@@ -22,5 +22,6 @@ class SpeedAware(Scheduler):
 
     def assign(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:
         alive = set(up_nodes(nodes))
-        speed = [max(n.speed, 1e-6) if i in alive else 0.0 for i, n in enumerate(nodes)]
+        v = known_speeds(nodes)
+        speed = [max(v[i], 1e-6) if i in alive else 0.0 for i in range(len(nodes))]
         return self.dispatch(work, largest_remainder(speed, len(work)), nodes)

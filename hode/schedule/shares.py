@@ -43,6 +43,36 @@ def _units(step: float) -> int:
     return units
 
 
+def known_speeds(nodes) -> np.ndarray:
+    """Each node's measured speed, with the mean of the measured up nodes standing in for a node
+    that has not returned anything yet (its ``speed`` is a placeholder, e.g. 1 item/s, that would
+    read as a near-dead node and starve it of the very work that would measure it)."""
+    v = np.array([float(n.speed) for n in nodes], np.float64)
+    known = np.array([bool(getattr(n, "measured", True)) and n.up for n in nodes], bool)
+    unknown = np.array([not getattr(n, "measured", True) for n in nodes], bool)
+    if unknown.any():
+        v[unknown] = v[known].mean() if known.any() else 1.0
+    return v
+
+
+def probe_unmeasured(counts: Sequence[int], nodes) -> np.ndarray:
+    """``counts`` with one item moved to every up node never measured that got none, taken from
+    the node with the most: one tile is the price of learning a node's speed. When no up node has
+    been measured yet (the first frame) there is nothing to prefer one by: equal shares."""
+    c = np.asarray(counts, np.int64).copy()
+    up = np.array([n.up for n in nodes], bool)
+    if up.any() and not any(getattr(n, "measured", True) for n in nodes if n.up):
+        return largest_remainder(up / up.sum(), int(c.sum()))
+    for i, n in enumerate(nodes):
+        if n.up and not getattr(n, "measured", True) and c[i] == 0:
+            j = int(np.argmax(c))
+            if c[j] <= 1:
+                break
+            c[j] -= 1
+            c[i] += 1
+    return c
+
+
 def largest_remainder(shares: Sequence[float], total: int) -> np.ndarray:
     """Integer counts summing to ``total`` as close as possible to ``shares * total`` (Hamilton's method).
 

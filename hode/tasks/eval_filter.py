@@ -10,7 +10,10 @@ With ``task.e2e.frames > 0`` it also runs the real pipeline (the run's detector,
 of ``task.e2e.filters`` on the same rendered frames and reports mAP50 and tiles skipped.
 
 results.json: ``filter.<name>.{open_loop,closed_loop}`` (accuracy, precision, recall, f1, skipped,
-latency_ms, ...), ``guards.<name>.<variant>.{open_loop,closed_loop}``, ``e2e.<name>``.
+latency_ms, ...), ``guards.<name>.<variant>.{open_loop,closed_loop}``, ``e2e.<name>``, and
+``diagnosis``: the closed-loop false skips / keeps of each of ``task.diagnose`` by row, column and
+cause, with the appearance births no history can announce and the oracle-tuned probing estimate
+(hode/filter/diagnose.py).
 """
 from __future__ import annotations
 
@@ -21,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from hode.config import build, load_option
 from hode.errors import ConfigError, HodeError, check
-from hode.filter.evaluate import evaluate
+from hode.filter.diagnose import appearance_bound, error_breakdown
+from hode.filter.evaluate import evaluate, run_loop
 from hode.filter.tracks import TrackSequence, from_source, split_blocks
 from hode.results import run_dir, write_results
 
@@ -69,6 +73,22 @@ def _round(d: dict) -> dict:
 def score(flt, seqs: list[TrackSequence], tiler, warmup: int) -> dict:
     return {"open_loop": _round(evaluate(flt, seqs, tiler, closed=False, warmup=warmup)),
             "closed_loop": _round(evaluate(flt, seqs, tiler, closed=True, warmup=warmup))}
+
+
+def diagnose(cfg: DictConfig, names: list[str], seqs: list[TrackSequence], tiler, warmup: int) -> dict:
+    """Closed-loop error breakdown of each filter, and what no history-based filter can avoid."""
+    out: dict = {"appearance_bound": appearance_bound(seqs, tiler.tile, float(cfg.task.diagnose_recall), warmup)}
+    for name in names:
+        try:
+            flt = build(filter_config(cfg, name))
+            check_held_out(flt, seqs)
+            keeps = [run_loop(flt, s, tiler, closed=True).keep for s in seqs]
+            out[name] = error_breakdown(keeps, seqs, tiler.tile, warmup)
+        except HodeError as e:
+            if isinstance(e, ConfigError) and "trained/validated on" in str(e):
+                raise
+            out[name] = {"error": str(e)}
+    return out
 
 
 def end_to_end(cfg: DictConfig, names: list[str], frames: int) -> dict:
@@ -121,6 +141,8 @@ def main(cfg: DictConfig) -> dict:
                     results["guards"][name][variant] = score(flt, seqs, tiler, int(t.warmup))
                 except HodeError as e:
                     results["guards"][name][variant] = {"error": str(e)}
+        if t.get("diagnose"):
+            results["diagnosis"] = diagnose(cfg, list(t.diagnose), seqs, tiler, int(t.warmup))
     finally:
         torch.set_num_threads(threads)
     if int(t.e2e.frames) > 0:
@@ -151,6 +173,19 @@ def table(r: dict) -> str:
     for name, variants in r.get("guards", {}).items():
         for v, d in variants.items():
             rows(f"{name}+{v}", d)
+    diag = r.get("diagnosis", {})
+    for name, d in diag.items():
+        if name == "appearance_bound" or "error" in d:
+            continue
+        causes = ", ".join(f"{k} {v}" for k, v in d.get("false_skip_causes", {}).items())
+        lines.append(f"closed-loop errors {name}: {d['false_skips']} false skips ({causes}) by row "
+                     f"{d['false_skips_by_row']}; {d['false_keeps']} false keeps by row {d['false_keeps_by_row']}")
+    b = diag.get("appearance_bound", {})
+    if "appearance_births" in b:
+        best, at = b["oracle_probing_best_accuracy"], b["oracle_probing_at_target_recall"]
+        lines.append(f"appearance births (no history announces them): {b['appearance_births']} of {b['births']} births; "
+                     f"oracle-tuned per-tile probing: best accuracy {best['accuracy']:.4f} (recall {best['recall']:.4f}), "
+                     + (f"at recall >= {at['target_recall']}: accuracy {at['accuracy']:.4f}" if "accuracy" in at else at.get("error", "")))
     for name, d in r.get("e2e", {}).items():
         lines.append(f"e2e {name:<18} mAP50={d['map50']}  skipped={d['skipped']:.3f}  filter_ms={d['filter_ms']}")
     return "\n".join(lines)

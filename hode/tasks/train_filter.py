@@ -6,7 +6,11 @@ or from MOT tracks, e.g. the real TUD tracks bundled with motmetrics (``task.sou
 train:val:test 3:1:1 with no frame shared between splits. Samples are open loop (true histories)
 and closed loop (Comp-1 and DAgger rollouts of the net itself). Validation F1 picks the checkpoint
 and stops training early; the keep policy (threshold, probe threshold) is then chosen on the
-validation data for the target recall. The small checkpoint (kilobytes) goes to ``task.ckpt_out``
+validation data for the target recall: with ``task.probe=walkin`` (default) each tile is probed at
+its own period from its walk-in rate on the *training* scenes (hode/filter/walkin.py) and the one
+knob, ``walkin_beta``, is the smallest reaching the target closed-loop recall on validation.
+``task.refit=PATH`` keeps that checkpoint's net and keep threshold and only chooses the probe policy
+again (seconds, no training). The small checkpoint (kilobytes) goes to ``task.ckpt_out``
 (default ``<run dir>/filter_st.ckpt``); use it with ``filter=st filter.ckpt=PATH``.
 """
 from __future__ import annotations
@@ -23,7 +27,8 @@ from hode.config import build, load_option
 from hode.errors import ConfigError, check
 from hode.filter.evaluate import evaluate
 from hode.filter.st import STFilter, save_checkpoint
-from hode.filter.threshold import best_f1_threshold, closed_loop_threshold
+from hode.filter.threshold import best_f1_threshold, closed_loop_threshold, smallest_for_recall
+from hode.filter.walkin import prior_rates, walkin_counts
 from hode.filter.tracks import TrackSequence, from_source, split_blocks
 from hode.results import plain_config, run_dir, write_results
 
@@ -175,15 +180,42 @@ def train(cfg: DictConfig, splits: dict[str, list[TrackSequence]], out: Path) ->
             "samples": {k: len(v) for k, v in dm.data.items()}, "tiler": tiler, "trainer": trainer}
 
 
+def walkin_policy(net, threshold: float, train: list[TrackSequence], val: list[TrackSequence], tiler,
+                  target_recall: float, strength: float, mirror: bool) -> tuple[dict, dict]:
+    """Per-tile walk-in probing: the prior from the *training* scenes' ground truth, the knob
+    ``walkin_beta`` the smallest (fewest probes) reaching ``target_recall`` in closed-loop rollouts
+    of the validation scenes. Returns (policy, its validation closed-loop scores)."""
+    prior = prior_rates(*walkin_counts(train, tiler.tile, mirror=mirror), strength)
+    policy = {"threshold": threshold, "probe_threshold": 1.0, "probe_every": 0, "walkin_prior": prior.tolist(),
+              "walkin_strength": float(strength)}
+
+    def make(beta: float) -> STFilter:
+        flt = STFilter(net=net)
+        flt.set_policy(**policy, walkin_beta=beta)
+        return flt
+
+    beta, val_scores = smallest_for_recall(make, val, tiler, target_recall, lo=1e-2, hi=1e4)
+    return {**policy, "walkin_beta": beta}, val_scores
+
+
 def choose_policy(net, val: list[TrackSequence], val_samples, tiler, target_recall: float,
-                  probe_every: int) -> tuple[dict, dict]:
+                  probe_every: int, probe: str = "global", train: list[TrackSequence] | None = None,
+                  walkin: dict | None = None, threshold: float | None = None) -> tuple[dict, dict]:
     """The keep policy, on validation data only: the keep threshold is the net's best-F1 threshold on
-    the open-loop validation samples (what it believes); the probe threshold is then the highest
+    the open-loop validation samples (what it believes; or ``threshold`` as given); then
+    ``probe="walkin"``: :func:`walkin_policy`; ``probe="global"``: the probe threshold is the highest
     that reaches ``target_recall`` in closed-loop rollouts of the validation sequences. Returns
     (policy, its validation closed-loop scores)."""
     from hode.filter.lit import predict_samples
 
-    threshold = best_f1_threshold(predict_samples(net, val_samples), val_samples.target)
+    if threshold is None:
+        threshold = best_f1_threshold(predict_samples(net, val_samples), val_samples.target)
+    if probe == "walkin":
+        check(bool(train), "probe=walkin needs the training sequences (the walk-in prior)")
+        w = walkin or {}
+        return walkin_policy(net, threshold, train, val, tiler, target_recall, float(w.get("strength", 100.0)),
+                             bool(w.get("mirror", True)))
+    check(probe == "global", f"task.probe must be 'walkin' or 'global', got {probe!r}")
     make = lambda pt: STFilter(net=net, threshold=threshold, probe_threshold=min(pt, threshold),  # noqa: E731
                                probe_every=probe_every)
     if probe_every <= 0:
@@ -193,36 +225,55 @@ def choose_policy(net, val: list[TrackSequence], val_samples, tiler, target_reca
     return {"threshold": threshold, "probe_threshold": min(pt, threshold), "probe_every": probe_every}, val_scores
 
 
+def refit(cfg: DictConfig, splits: dict[str, list[TrackSequence]], path: str) -> dict:
+    """``task.refit=PATH``: that checkpoint's net and keep threshold, no training; it must have been
+    trained and validated on this run's train/val splits (the prior comes from the same scenes)."""
+    from hode.filter.st import load_checkpoint
+
+    net, policy, meta = load_checkpoint(path)
+    for split in ("train", "val"):
+        names = [s.name for s in splits[split]]
+        check(list(meta.get(split, [])) == names, f"task.refit={path} was trained with {split} = {meta.get(split)}, "
+                                                  f"this run's {split} split is {names}")
+    return {"net": net, "threshold": float(policy["threshold"]), "meta": meta, "tiler": build(cfg.tiling),
+            "epochs": meta.get("epochs"), "curves": None}
+
+
 def main(cfg: DictConfig) -> dict:
     t = cfg.task
     out = run_dir()
     check(0.0 < float(t.target_recall) < 1.0, f"task.target_recall must be in (0, 1), got {t.target_recall!r}")
     splits = load_splits(cfg)
-    r = train(cfg, splits, out)
+    r = refit(cfg, splits, str(t.refit)) if t.get("refit") else train(cfg, splits, out)
     net, tiler = r["net"], r["tiler"]
-    policy, val = choose_policy(net, splits["val"], r["val_samples"], tiler, float(t.target_recall),
-                                int(t.probe_every))
-    flt = STFilter(net=net, **policy)
+    walkin = {"strength": float(t.get("walkin_strength", 100.0)), "mirror": bool(t.get("walkin_mirror", True))}
+    policy, val = choose_policy(net, splits["val"], r.get("val_samples"), tiler, float(t.target_recall),
+                                int(t.probe_every), str(t.get("probe", "global")), splits["train"], walkin,
+                                r.get("threshold"))
+    flt = STFilter(net=net)
+    flt.set_policy(**policy)
     test = {"open_loop": evaluate(flt, splits["test"], tiler, closed=False),
             "closed_loop": evaluate(flt, splits["test"], tiler, closed=True)}
     meta = {"source": str(t.source), "split": str(t.split), "dataset": splits["train"][0].name.split("[")[0],
             "train": [s.name for s in splits["train"]], "val": [s.name for s in splits["val"]],
             "test": [s.name for s in splits["test"]], "tile": tiler.tile, "pad": list(tiler.pad),
             "frame": [splits["train"][0].width, splits["train"][0].height], "target_recall": float(t.target_recall),
-            "probe_every": int(t.probe_every), "val_closed_loop": val, "test": test, "epochs": r["epochs"],
-            "trained": time.strftime("%Y-%m-%d")}
+            "probe_every": int(t.probe_every), "probe": str(t.get("probe", "global")), "val_closed_loop": val,
+            "test": test, "epochs": r["epochs"], "trained": r["meta"].get("trained") if "meta" in r else time.strftime("%Y-%m-%d")}
+    if "meta" in r:  # a refit keeps what the training run recorded
+        meta = {**r["meta"], **meta, "refit_from": Path(str(t.refit)).name, "refit": time.strftime("%Y-%m-%d")}
     ckpt = Path(t.ckpt_out) if t.ckpt_out else out / "filter_st.ckpt"
     save_checkpoint(ckpt, net, policy, meta)
-    fig = plot_curves(r["curves"], out / "filter_loss.png")
+    fig = plot_curves(r["curves"], out / "filter_loss.png") if r["curves"] else None
     results = {"task": "train_filter", "ckpt": str(ckpt), "ckpt_bytes": ckpt.stat().st_size, "policy": policy,
                "grid": list(tiler.grid(splits["train"][0].height, splits["train"][0].width)),
-               "params": sum(p.numel() for p in net.parameters()), "pos_weight": r["pos_weight"],
-               "samples": r["samples"], "epochs": r["epochs"], "monitor": str(t.monitor),
-               "best_monitor": r["best_" + str(t.monitor)],
-               "data_s": r["data_s"], "train_s": r["train_s"], "val_closed_loop": val, "test": test,
+               "params": sum(p.numel() for p in net.parameters()), "pos_weight": r.get("pos_weight"),
+               "samples": r.get("samples"), "epochs": r["epochs"], "monitor": str(t.monitor),
+               "best_monitor": r.get("best_" + str(t.monitor)), "refit": str(t.refit) if "meta" in r else None,
+               "data_s": r.get("data_s"), "train_s": r.get("train_s"), "val_closed_loop": val, "test": test,
                "curves": r["curves"], "loss_plot": str(fig) if fig else None}
     results = write_results(cfg, results)
-    for lg in r["trainer"].loggers:  # the W&B run gets the test figures and the Fig. 8 plot too
+    for lg in (r["trainer"].loggers if "trainer" in r else []):  # the W&B run gets the test figures and the Fig. 8 plot too
         if type(lg).__name__ == "WandbLogger":
             try:
                 lg.experiment.summary.update({f"test_{k}_{m}": v for k, d in test.items() for m, v in d.items()
@@ -237,7 +288,9 @@ def main(cfg: DictConfig) -> dict:
     c = test["closed_loop"]
     print(f"flow filter: grid {results['grid'][0]}x{results['grid'][1]}, {results['params']} params, "
           f"{results['ckpt_bytes'] / 1024:.1f} KiB, threshold {policy['threshold']:.4g}, probe "
-          f"{policy['probe_threshold']:.4g} every {policy['probe_every']} (val closed-loop recall {val['recall']:.4f})")
+          + (f"per tile, walk-in beta {policy['walkin_beta']:.4g}" if policy.get("walkin_prior") is not None else
+             f"{policy['probe_threshold']:.4g} every {policy['probe_every']}")
+          + f" (val closed-loop accuracy {val['accuracy']:.4f} recall {val['recall']:.4f})")
     print(f"test closed-loop: accuracy {c['accuracy']:.4f} recall {c['recall']:.4f} precision {c['precision']:.4f} "
           f"skipped {c['skipped']:.3f}")
     print(f"checkpoint: {ckpt}  (use: python run.py filter=st filter.ckpt={ckpt})")

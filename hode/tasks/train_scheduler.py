@@ -63,11 +63,11 @@ def make_env(cfg: DictConfig, sched: DictConfig, topology, seed: int, trace=None
                          n_ref=float(sched.n_ref), trace_events=int(t.trace_events), trace_factor=tuple(t.trace_factor),
                          speed_jitter=float(t.speed_jitter), down_prob=float(t.down_prob), warm_prob=float(t.warm_prob),
                          trace=trace, speed_alpha=float(backend.get("speed_alpha", 0.3)),
-                         profiles_dir=backend.get("profiles_dir"), seed=seed)
+                         profiles_dir=backend.get("profiles_dir"), seed=seed, reward_at=str(t.get("reward_at", "decision")))
 
 
 def evaluate_policies(cfg: DictConfig, sched: DictConfig, topology, ckpt: Path, episodes: int, seed: int,
-                      trace=None) -> dict:
+                      trace=None, in_flight: int | None = None) -> dict:
     """fps and mean reward of the trained DQN next to salbs / greedy / oracle on held-out episodes."""
     from hode.schedule.dqn import DQNScheduler
     from hode.schedule.env import play, scheduler_decide
@@ -76,10 +76,10 @@ def evaluate_policies(cfg: DictConfig, sched: DictConfig, topology, ckpt: Path, 
     from hode.schedule.salbs import SpeedAware
 
     out = {}
-    k = int(cfg.runner.get("in_flight", 2))
+    k = int(in_flight) if in_flight is not None else max(int(cfg.runner.get("in_flight", 2)), 2)
     for name, s in [("dqn", DQNScheduler(ckpt=str(ckpt))), ("salbs", SpeedAware()), ("greedy", Greedy()),
                     ("oracle", Oracle())]:
-        env = make_env(cfg, sched, topology, seed, trace=trace, in_flight=max(k, 2))
+        env = make_env(cfg, sched, topology, seed, trace=trace, in_flight=k)
         runs = [play(env, scheduler_decide(s), seed + e) for e in range(episodes)]
         out[name] = {"fps": float(np.mean([r["fps"] for r in runs])), "reward": float(np.mean([r["reward"] for r in runs]))}
     for v in out.values():
@@ -155,6 +155,9 @@ def main(cfg: DictConfig) -> dict:
                "loss_last": loss_rows[-1]["loss"] if loss_rows else None}
     if int(t.eval_episodes) > 0:
         results["eval_random_traces"] = evaluate_policies(cfg, sched, topology, ckpt, int(t.eval_episodes), seed + 10_000)
+        # one frame in flight: the real-time regime, where every decision finds the nodes idle
+        results["eval_one_in_flight"] = evaluate_policies(cfg, sched, topology, ckpt, int(t.eval_episodes),
+                                                          seed + 30_000, in_flight=1)
         trace = cfg.runner.get("load_trace")
         trace = OmegaConf.to_container(trace, resolve=True) if trace else []
         if trace:
@@ -164,7 +167,7 @@ def main(cfg: DictConfig) -> dict:
     logger.summary({k: v for k, v in results.items() if isinstance(v, (int, float))})
     logger.finish()
     print(f"checkpoint: {ckpt}  ({agent.updates} updates in {train_s:.0f} s)")
-    for key in ("eval_random_traces", "eval_runner_trace"):
+    for key in ("eval_random_traces", "eval_one_in_flight", "eval_runner_trace"):
         if key in results:
             print(f"{key} (fps in the training env, {int(t.eval_episodes)} held-out episodes):")
             for name, v in results[key].items():
