@@ -147,15 +147,19 @@ def test_submit_time_reward_sees_imbalance_with_one_frame_in_flight(paper5):
 
 def test_unmeasured_nodes_get_a_probe_tile_and_the_first_frame_is_split_evenly():
     from hode.schedule.salbs import SpeedAware
-    from hode.schedule.shares import known_speeds, probe_unmeasured
+    from hode.schedule.shares import StaleProbe, give_probes, known_speeds
 
     nodes = states([40.0, 1.0, 20.0])
     nodes[1].measured = False  # its 1.0 is a placeholder, not a speed
     assert known_speeds(nodes).tolist() == [40.0, 30.0, 20.0]
-    assert probe_unmeasured([6, 0, 4], nodes).tolist() == [5, 1, 4]
+    assert give_probes([6, 0, 4], nodes).tolist() == [5, 1, 4]
     cold = states([1.0, 1.0, 1.0])
     for n in cold:
         n.measured = False
-    assert probe_unmeasured([9, 0, 0], cold).tolist() == [3, 3, 3]
+    assert give_probes([9, 0, 0], cold).tolist() == [3, 3, 3]
+    # a measured node starved for `after` decisions gets a probe: its reading is as old as its last tile
+    probe, warm = StaleProbe(after=2), states([40.0, 5.0, 20.0])
+    assert [probe([6, 0, 4], warm).tolist() for _ in range(3)] == [[6, 0, 4], [6, 0, 4], [5, 1, 4]]
+    assert probe([6, 0, 4], warm).tolist() == [6, 0, 4]  # probed last frame: fresh again
     # salbs no longer starves the unmeasured node (it used to read as 1 item/s next to 40 and 20)
     assert np.bincount(SpeedAware().assign(tiles(9), nodes), minlength=3).tolist() == [4, 3, 2]

@@ -33,7 +33,7 @@ from hode.errors import WeightsError, check
 from hode.schedule.base import Scheduler, up_nodes
 from hode.schedule.dispatch import get_dispatch
 from hode.schedule.reward import reward
-from hode.schedule.shares import known_speeds, largest_remainder, probe_unmeasured, simplex_actions
+from hode.schedule.shares import StaleProbe, known_speeds, largest_remainder, simplex_actions
 from hode.threads import one_thread
 from hode.types import NodeState, WorkItem
 
@@ -326,9 +326,10 @@ class DQNScheduler(Scheduler):
                  epsilon: float = 0.05, lr: float = 1e-4, gamma: float = 0.2, buffer_size: int = 10_000,
                  batch_size: int = 64, learn_every: int = 4, target_every: int = 250, learning_starts: int = 64,
                  action_embedding: bool = True, reward_clip: float | None = 5.0, seed: int = 0,
-                 name: str | None = None) -> None:
+                 probe_after: int = 5, name: str | None = None) -> None:
         super().__init__(name)
         self.ckpt = ckpt
+        self.probe = StaleProbe(probe_after)
         self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
         check(self.lambda1 >= 0 and self.lambda2 >= 0, f"scheduler.lambda1/lambda2 must be >= 0, got {lambda1}, {lambda2}")
         self.dispatch = get_dispatch(dispatch)
@@ -367,7 +368,7 @@ class DQNScheduler(Scheduler):
         a = agent.act(obs, up_vector(nodes), epsilon)
         if self.online:
             self._learn_online(obs, a, nodes)
-        return probe_unmeasured(largest_remainder(agent.actions[a], n_items), nodes)
+        return self.probe(largest_remainder(agent.actions[a], n_items), nodes)
 
     def assign(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:
         counts = self.decide(nodes, len(work), self.epsilon if self.online else 0.0)

@@ -34,7 +34,7 @@ from hode.cluster.topology import Topology
 from hode.errors import check
 from hode.schedule.dqn import QUEUE_CLIP, TIME_CLIP, features, up_vector
 from hode.schedule.reward import reward
-from hode.schedule.shares import largest_remainder, probe_unmeasured, simplex_actions
+from hode.schedule.shares import StaleProbe, largest_remainder, simplex_actions
 from hode.types import NodeState
 
 
@@ -67,9 +67,10 @@ class SchedulingEnv(gym.Env):
                  trace_events: int = 3, trace_factor: Sequence[float] = (1.5, 5.0), speed_jitter: float = 0.2,
                  down_prob: float = 0.1, warm_prob: float = 0.8, trace: LoadTrace | list | None = None,
                  speed_alpha: float = 0.3, profiles_dir: str | None = None, seed: int | None = None,
-                 reward_at: str = "decision") -> None:
+                 reward_at: str = "decision", probe_after: int = 5) -> None:
         check(reward_at in ("decision", "submit"), f"reward_at must be 'decision' or 'submit', got {reward_at!r}")
         self.reward_at = reward_at
+        self.probe = StaleProbe(probe_after)  # as DQNScheduler does with the actions it takes
         self.topology = topology
         m = len(topology)
         self.pixels = np.asarray(tile_pixels, np.int64)
@@ -106,6 +107,7 @@ class SchedulingEnv(gym.Env):
         if rng.random() < self.warm_prob:  # warmed up: the camera has measured every node already
             self.core.speed = [1.0 / (s * f) for s, f in zip(self.core.tile_s, self.core.factors(0))]
         self.k = int(rng.integers(self.in_flight[0], self.in_flight[1] + 1))
+        self.probe.reset()
         self.down = None
         if m > 1 and rng.random() < self.down_prob:
             start = int(rng.integers(0, self.frames))
@@ -137,7 +139,7 @@ class SchedulingEnv(gym.Env):
 
     def counts_for(self, action: int) -> np.ndarray:
         """The action's tile counts, as the scheduler turns them (a never-measured node gets a probe tile)."""
-        return probe_unmeasured(largest_remainder(self.actions[int(action)], self.n), self._before)
+        return self.probe(largest_remainder(self.actions[int(action)], self.n), self._before)
 
     def step(self, action: int):
         return self.step_counts(self.counts_for(action))

@@ -55,16 +55,17 @@ def known_speeds(nodes) -> np.ndarray:
     return v
 
 
-def probe_unmeasured(counts: Sequence[int], nodes) -> np.ndarray:
-    """``counts`` with one item moved to every up node never measured that got none, taken from
-    the node with the most: one tile is the price of learning a node's speed. When no up node has
-    been measured yet (the first frame) there is nothing to prefer one by: equal shares."""
+def give_probes(counts: Sequence[int], nodes, stale: Sequence[bool] | None = None) -> np.ndarray:
+    """``counts`` with one item moved to every up node that got none and whose speed is unknown
+    (never measured) or ``stale``, taken from the node with the most: one tile is the price of
+    learning a node's speed. When no up node has been measured yet (the first frame) there is
+    nothing to prefer one by: equal shares."""
     c = np.asarray(counts, np.int64).copy()
     up = np.array([n.up for n in nodes], bool)
     if up.any() and not any(getattr(n, "measured", True) for n in nodes if n.up):
         return largest_remainder(up / up.sum(), int(c.sum()))
     for i, n in enumerate(nodes):
-        if n.up and not getattr(n, "measured", True) and c[i] == 0:
+        if n.up and (not getattr(n, "measured", True) or (stale is not None and stale[i])) and c[i] == 0:
             j = int(np.argmax(c))
             if c[j] <= 1:
                 break
@@ -109,3 +110,26 @@ def earliest_finish_counts(total: int, queue: Sequence[float], speed: Sequence[f
         finish = np.where(ok, (q + x + 1) / v_safe, np.inf)
         x[int(np.argmin(finish))] += 1
     return x
+
+
+class StaleProbe:
+    """:func:`give_probes` for a scheduler that may starve a node: a node left without work for
+    ``after`` decisions in a row gets a probe tile, since the speed the camera holds for it is as
+    old as its last item (a node slowed down and then recovered would otherwise keep its slow
+    reading, and its zero share, for ever). ``after=0``: only never-measured nodes are probed."""
+
+    def __init__(self, after: int = 5) -> None:
+        check(isinstance(after, int) and after >= 0, f"probe_after must be an integer >= 0, got {after!r}")
+        self.after = after
+        self.idle: np.ndarray | None = None
+
+    def reset(self) -> None:
+        self.idle = None
+
+    def __call__(self, counts: Sequence[int], nodes) -> np.ndarray:
+        if self.idle is None or len(self.idle) != len(nodes):
+            self.idle = np.zeros(len(nodes), np.int64)
+        stale = self.idle >= self.after if self.after > 0 else None
+        c = give_probes(counts, nodes, stale)
+        self.idle = np.where(c > 0, 0, self.idle + 1)
+        return c

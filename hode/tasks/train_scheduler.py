@@ -63,7 +63,8 @@ def make_env(cfg: DictConfig, sched: DictConfig, topology, seed: int, trace=None
                          n_ref=float(sched.n_ref), trace_events=int(t.trace_events), trace_factor=tuple(t.trace_factor),
                          speed_jitter=float(t.speed_jitter), down_prob=float(t.down_prob), warm_prob=float(t.warm_prob),
                          trace=trace, speed_alpha=float(backend.get("speed_alpha", 0.3)),
-                         profiles_dir=backend.get("profiles_dir"), seed=seed, reward_at=str(t.get("reward_at", "decision")))
+                         profiles_dir=backend.get("profiles_dir"), seed=seed, reward_at=str(t.get("reward_at", "decision")),
+                         probe_after=int(sched.get("probe_after", 5)))
 
 
 def evaluate_policies(cfg: DictConfig, sched: DictConfig, topology, ckpt: Path, episodes: int, seed: int,
