@@ -240,7 +240,12 @@ def cli() -> None:
             *args.overrides]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=over)
-    res = bench(cfg, args.replay_frames, args.reps, args.in_flight)
+    from hode.errors import HodeError
+
+    try:
+        res = bench(cfg, args.replay_frames, args.reps, args.in_flight)
+    except HodeError as e:
+        raise SystemExit(f"error: {e}") from None
     res["overrides"] = over
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1, default=float))

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from hode.cluster.profiles import load_profile
 from hode.config import CONF_DIR, ROOT, build, load_option
-from hode.errors import ConfigError
+from hode.errors import ConfigError, HodeError
 
 PAPER_INFER4K_FPS = 6.02
 
@@ -66,8 +66,11 @@ def main() -> None:
     ap.add_argument("--topology", default="paper5")
     ap.add_argument("--out", default=str(ROOT / "conf" / "device_sets" / "paper4k"))
     args = ap.parse_args()
-    k = calibration_factor(args.topology, args.fps)
-    paths = write_set(k, Path(args.out), args.fps, args.topology)
+    try:
+        k = calibration_factor(args.topology, args.fps)
+        paths = write_set(k, Path(args.out), args.fps, args.topology)
+    except HodeError as e:
+        raise SystemExit(f"error: {e}") from None
     print(f"4K figures x{k:.3f} (the shipped profiles give Infer-4K {args.fps * k:.2f} fps on {args.topology} "
           f"with every node busy; the paper measured {args.fps}); {len(paths)} profiles -> {args.out}")
 
