@@ -24,25 +24,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
-from hode.config import CONF_DIR, ROOT, build
+from hode.config import ROOT, build, compose_config
 from hode.pipeline import Pipeline
 
 DISTURBED = 100  # frame indices of the disturbed pass start here (chaos and traces are by frame index)
 
 
 def config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["logger=none", "progress=false", "filter=none", "topology=paper5",
-                                           *overrides], return_hydra_config=True)
-    from hydra.core.hydra_config import HydraConfig
-
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_config(["logger=none", "progress=false", "filter=none", "topology=paper5", *overrides])
 
 
 def run_pass(cfg, backend, frames, first_index: int) -> dict:

@@ -23,11 +23,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 from hode.cluster.sim_replay import replay
-from hode.config import CONF_DIR, ROOT, build
+from hode.config import ROOT, build, compose_config
 from hode.pipeline import Pipeline
 from hode.schedule.base import RoundRobin
 from hode.types import Frame
@@ -38,14 +36,7 @@ def config(frames: int, cache_dir: str | None, extra: list[str]):
             f"dataset.frames={frames}", "dataset.width=3840", "dataset.height=2160", "runner.in_flight=2", *extra]
     if cache_dir:
         over.append(f"runner.backend.cache_dir={cache_dir}")
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=over, return_hydra_config=True)
-    from hydra.core.hydra_config import HydraConfig
-
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_config(over)
 
 
 def make_sim(cfg):

@@ -32,10 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf, open_dict
 
-from hode.config import CONF_DIR, ROOT, build
+from hode.config import ROOT, build, compose_config
 from hode.errors import HodeError
 
 SCHEDULERS = ["fourk", "elf", "roundrobin", "salbs", "greedy", "dqn", "oracle"]
@@ -49,17 +48,6 @@ def dynamic_trace(frames: int) -> list[dict]:
     return [{"node": "nx-s", "start": f(100), "end": f(200), "factor": 3.0},
             {"node": "gtx1070", "start": f(200), "end": f(300), "factor": 2.0},
             {"node": "tx2", "start": f(250), "end": f(350), "factor": 4.0}]
-
-
-def config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    from hydra.core.hydra_config import HydraConfig
-
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 def base_overrides(args) -> list[str]:
@@ -79,7 +67,7 @@ def run_pipeline(args, scheduler: str, flt: str, trace: list[dict], frames: list
     over = base_overrides(args) + [f"scheduler={scheduler}", f"filter={flt}"]
     if scheduler == "dqn" and args.dqn_ckpt:
         over.append(f"scheduler.ckpt={args.dqn_ckpt}")
-    cfg = config(over)
+    cfg = compose_config(over)
     with open_dict(cfg):
         cfg.runner.load_trace = trace
     pipeline, backend = build_pipeline(cfg, progress=False)
@@ -96,7 +84,7 @@ def available_filters(args, wanted: list[str]) -> tuple[list[str], dict]:
     ok, skipped = [], {}
     for f in wanted:
         try:
-            build(config(base_overrides(args) + [f"filter={f}"]).filter)
+            build(compose_config(base_overrides(args) + [f"filter={f}"]).filter)
             ok.append(f)
         except HodeError as e:
             skipped[f] = str(e)
@@ -104,7 +92,7 @@ def available_filters(args, wanted: list[str]) -> tuple[list[str], dict]:
 
 
 def pipeline_part(args, log) -> dict:
-    cfg = config(base_overrides(args))
+    cfg = compose_config(base_overrides(args))
     frames = list(build(cfg.dataset))  # rendered once, shared by every run
     filters, skipped = available_filters(args, args.filters)
     for f, why in skipped.items():
@@ -150,7 +138,7 @@ def replay_part(args, log) -> dict:
     from hode.cluster.profiles import TILE_PIXELS
 
     out = {"frames": args.replay_frames, "in_flight": args.in_flight, "scenarios": {}}
-    dyn = OmegaConf.to_container(config(base_overrides(args) + ["runner=sim_dynamic"]).runner.load_trace)
+    dyn = OmegaConf.to_container(compose_config(base_overrides(args) + ["runner=sim_dynamic"]).runner.load_trace)
     # "full tiles": without the 4K grid's one small corner tile (304x208 px, a fifth of a tile's
     # cost). A node's measured speed is a moving average of 1 / service time per item, so the node
     # that finishes a frame on that tile reads several times faster than it is; this variant shows
@@ -159,7 +147,7 @@ def replay_part(args, log) -> dict:
                               ("dynamic, full tiles", dyn, True)):
         rows = []
         for s in [x for x in args.schedulers if x != "elf"]:
-            cfg = config(base_overrides(args) + [f"scheduler={s}"] + ([f"scheduler.ckpt={args.dqn_ckpt}"] if s == "dqn" and args.dqn_ckpt else []))
+            cfg = compose_config(base_overrides(args) + [f"scheduler={s}"] + ([f"scheduler.ckpt={args.dqn_ckpt}"] if s == "dqn" and args.dqn_ckpt else []))
             with open_dict(cfg):
                 cfg.runner.load_trace = trace
             topology = build(cfg.topology)
@@ -194,7 +182,7 @@ def decision_part(args, log) -> dict:
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
-    topo = build(config(base_overrides(args)).topology)
+    topo = build(compose_config(base_overrides(args)).topology)
     img = np.zeros((4, 4, 3), np.uint8)
     cases = []
     for _ in range(args.decisions):
@@ -206,7 +194,7 @@ def decision_part(args, log) -> dict:
     out = {}
     for s in [x for x in args.schedulers if x not in NO_FILTER]:
         over = base_overrides(args) + [f"scheduler={s}"] + ([f"scheduler.ckpt={args.dqn_ckpt}"] if s == "dqn" and args.dqn_ckpt else [])
-        sched = build(config(over).scheduler)
+        sched = build(compose_config(over).scheduler)
         sched.assign(*cases[0])  # loads the checkpoint
         times = []
         for work, nodes in cases:

@@ -1,4 +1,5 @@
-"""Config helpers: the ``${root:}`` resolver, instantiation with readable errors, option lookup."""
+"""Config helpers: the ``${root:}`` resolver, composing the run config, instantiation with readable errors,
+option lookup."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,6 +32,22 @@ def build(node: DictConfig | dict, **kwargs: Any) -> Any:
         target = node.get("_target_", "?") if hasattr(node, "get") else "?"
         msg = str(cause or e).splitlines()[0] if str(cause or e) else type(cause or e).__name__
         raise ConfigError(f"cannot build {target}: {msg}") from None
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """``conf/config.yaml`` composed as ``python run.py <overrides>`` would, outside a running app
+    (benchmarks, tests): Hydra's own config is registered so ``${hydra:...}`` interpolations resolve,
+    then dropped from the result."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def options(group: str) -> list[str]:

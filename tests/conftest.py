@@ -5,10 +5,10 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from hode.config import CONF_DIR, ROOT
+from hode.config import ROOT
+from hode.config import compose_config as compose_run_config
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -20,15 +20,7 @@ FAST = ["logger=none", "progress=false", "filter=none", "dataset.width=1024", "d
 
 def compose_config(overrides: list[str] | None = None, fast: bool = True) -> DictConfig:
     """``conf/config.yaml`` composed exactly as ``python run.py <overrides>`` would."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=(FAST if fast else []) + list(overrides or []), return_hydra_config=True)
-    # Resolve ${hydra:...} interpolations outside a running app.
-    from hydra.core.hydra_config import HydraConfig
-
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose_run_config((FAST if fast else []) + list(overrides or []))
 
 
 @pytest.fixture
