@@ -256,7 +256,7 @@ def main(cfg: DictConfig) -> dict:
             "closed_loop": evaluate(flt, splits["test"], tiler, closed=True)}
     meta = {"source": str(t.source), "split": str(t.split), "dataset": splits["train"][0].name.split("[")[0],
             "train": [s.name for s in splits["train"]], "val": [s.name for s in splits["val"]],
-            "test": [s.name for s in splits["test"]], "tile": tiler.tile, "pad": list(tiler.pad),
+            "test_scenes": [s.name for s in splits["test"]], "tile": tiler.tile, "pad": list(tiler.pad),
             "frame": [splits["train"][0].width, splits["train"][0].height], "target_recall": float(t.target_recall),
             "probe_every": int(t.probe_every), "probe": str(t.get("probe", "global")), "val_closed_loop": val,
             "test": test, "epochs": r["epochs"], "trained": r["meta"].get("trained") if "meta" in r else time.strftime("%Y-%m-%d")}
