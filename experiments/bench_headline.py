@@ -31,6 +31,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hode.config import CONF_DIR, ROOT, build, load_option
+from hode.errors import HodeError, check
 
 METHODS = ("fourk", "hode", "oracle")
 PAPER = {"speedup": 2.01, "map_loss": "< 1%", "filter_ms": 2.7, "schedule_ms": 1.0}
@@ -141,9 +142,7 @@ def run_methods(cfg: DictConfig) -> tuple[dict, dict]:
 
 def bench(cfg: DictConfig, replay_frames: int = 5000, reps: int = 500, in_flight: list[int] | None = None) -> dict:
     ks = [int(k) for k in (in_flight or [int(cfg.runner.in_flight)])]
-    if any(k < 1 for k in ks):
-        from hode.errors import ConfigError
-        raise ConfigError(f"in_flight values must be >= 1, got {ks}")
+    check(all(k >= 1 for k in ks), f"in_flight values must be >= 1, got {ks}")
     cfg = with_in_flight(cfg, ks[0])
     res = {"frames": int(cfg.dataset.frames), "in_flight": ks[0]}
     res["methods"], runs = run_methods(cfg)
@@ -240,8 +239,6 @@ def cli() -> None:
             *args.overrides]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=over)
-    from hode.errors import HodeError
-
     try:
         res = bench(cfg, args.replay_frames, args.reps, args.in_flight)
     except HodeError as e:

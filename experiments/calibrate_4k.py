@@ -47,7 +47,7 @@ def write_set(factor: float, out: Path, target_fps: float, topology_name: str) -
         shipped = load_profile(src.stem, src)
         for m, t in cfg["models"].items():
             # keep the shipped per-inference cost below a tile: only the 4K figure is calibrated
-            t.setdefault("fixed_ms", round(shipped.base_s(m, 1) * 1000, 3))
+            t.setdefault("fixed_ms", round(shipped.fixed_ms(m), 3))
             t["frame4k_ms"] = round(float(t["frame4k_ms"]) * factor, 1)
             t["source"] = (f"{t.get('source', '')}; 4K figure x{factor:.3f} so that Infer-4K on {topology_name} "
                            f"gives the paper's {target_fps} fps (experiments/calibrate_4k.py)")

@@ -41,6 +41,11 @@ class ModelTiming:
               f"fixed_ms must be between 0 and tile_ms ({self.tile_ms}), got {self.fixed_ms!r}")
 
 
+def _per_px_ms(t: ModelTiming) -> float:
+    """Slope of the tile-4K line: ms per extra pixel."""
+    return (t.frame4k_ms - t.tile_ms) / (FRAME4K_PIXELS - TILE_PIXELS)
+
+
 @dataclass(frozen=True)
 class DeviceProfile:
     name: str
@@ -61,13 +66,20 @@ class DeviceProfile:
         part (a negative intercept, e.g. a CPU whose 4K runs are slower per pixel), it is proportional.
         A profile may state the fixed part itself (``fixed_ms``)."""
         t = self.timing(model)
-        per_px = (t.frame4k_ms - t.tile_ms) / (FRAME4K_PIXELS - TILE_PIXELS)
         if pixels >= TILE_PIXELS:
-            ms = t.tile_ms + per_px * (pixels - TILE_PIXELS)
+            ms = t.tile_ms + _per_px_ms(t) * (pixels - TILE_PIXELS)
         else:
-            fixed = t.fixed_ms if t.fixed_ms is not None else min(max(t.tile_ms - per_px * TILE_PIXELS, 0.0), t.tile_ms)
+            fixed = self.fixed_ms(model)
             ms = fixed + (t.tile_ms - fixed) * max(pixels, 1) / TILE_PIXELS
         return ms / 1000.0
+
+    def fixed_ms(self, model: str) -> float:
+        """The per-inference cost whatever the item's size: ``fixed_ms`` when the profile states it,
+        else the intercept of the tile-4K line (0 when that is negative)."""
+        t = self.timing(model)
+        if t.fixed_ms is not None:
+            return float(t.fixed_ms)
+        return min(max(t.tile_ms - _per_px_ms(t) * TILE_PIXELS, 0.0), t.tile_ms)
 
     def service_s(self, model: str, pixels: int, rng: np.random.Generator | None = None) -> float:
         """:meth:`base_s` times ``max(0.1, 1 + N(0, noise))`` when ``rng`` is given."""

@@ -138,7 +138,7 @@ class SchedulingEnv(gym.Env):
                 "fps": self.completed / self.now if self.now > 0 else None}
 
     def counts_for(self, action: int) -> np.ndarray:
-        """The action's tile counts, as the scheduler turns them (a never-measured node gets a probe tile)."""
+        """The action's tile counts, as the scheduler turns them (a never-measured or starved node gets a probe tile)."""
         return self.probe(largest_remainder(self.actions[int(action)], self.n), self._before)
 
     def step(self, action: int):

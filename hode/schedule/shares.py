@@ -48,8 +48,8 @@ def known_speeds(nodes) -> np.ndarray:
     that has not returned anything yet (its ``speed`` is a placeholder, e.g. 1 item/s, that would
     read as a near-dead node and starve it of the very work that would measure it)."""
     v = np.array([float(n.speed) for n in nodes], np.float64)
-    known = np.array([bool(getattr(n, "measured", True)) and n.up for n in nodes], bool)
-    unknown = np.array([not getattr(n, "measured", True) for n in nodes], bool)
+    known = np.array([n.measured and n.up for n in nodes], bool)
+    unknown = np.array([not n.measured for n in nodes], bool)
     if unknown.any():
         v[unknown] = v[known].mean() if known.any() else 1.0
     return v
@@ -62,10 +62,10 @@ def give_probes(counts: Sequence[int], nodes, stale: Sequence[bool] | None = Non
     nothing to prefer one by: equal shares."""
     c = np.asarray(counts, np.int64).copy()
     up = np.array([n.up for n in nodes], bool)
-    if up.any() and not any(getattr(n, "measured", True) for n in nodes if n.up):
+    if up.any() and not any(n.measured for n in nodes if n.up):
         return largest_remainder(up / up.sum(), int(c.sum()))
     for i, n in enumerate(nodes):
-        if n.up and (not getattr(n, "measured", True) or (stale is not None and stale[i])) and c[i] == 0:
+        if n.up and (not n.measured or (stale is not None and stale[i])) and c[i] == 0:
             j = int(np.argmax(c))
             if c[j] <= 1:
                 break
