@@ -25,6 +25,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hode.results import redact_overrides
+
 log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"
@@ -90,7 +92,7 @@ class SweepJob:
 
     def __init__(self, cfg: DictConfig, out_dir: Path, sweep_dir: Path, num: int, overrides: list[str]) -> None:
         self.cfg, self.dir, self.sweep_dir, self.num = cfg, Path(out_dir), Path(sweep_dir), num
-        self.overrides = list(overrides)
+        self.overrides = redact_overrides(list(overrides))  # job.json must not keep a secret typed on the command line
         self.experiment = str(OmegaConf.select(cfg, "experiment.name", default=None) or "sweep")
         self.size = OmegaConf.select(cfg, "experiment.size", default=None)
         self.started = time.time()

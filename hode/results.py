@@ -33,6 +33,15 @@ def redact(obj: Any) -> Any:
     return obj
 
 
+def redact_overrides(overrides: list[str]) -> list[str]:
+    """Command-line overrides (``key=value``) with the value of every secret-looking key replaced by ``***``."""
+    out = []
+    for o in overrides:
+        key, eq, value = str(o).partition("=")
+        out.append(f"{key}=***" if eq and value and SECRET_KEY.search(key.split(".")[-1]) else str(o))
+    return out
+
+
 def plain_config(cfg: DictConfig) -> dict:
     return redact(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
 

@@ -103,6 +103,19 @@ def test_sweep_job_groups_tags_and_identifies_jobs(tmp_path: Path) -> None:
     assert job_overrides(["b=1", "experiment.resume=true", "a=2"]) == ["a=2", "b=1"]
 
 
+def test_job_json_never_keeps_a_secret_typed_on_the_command_line(tmp_path: Path) -> None:
+    cfg = OmegaConf.create({"experiment": {"name": "fig11", "resume": True}, "task": {"name": "run"}})
+    typed = ["scheduler=dqn", "+remote.password=hunter2", "runner.backend.token=abc123", "+wandb_api_key=k-9"]
+    job = SweepJob(cfg, tmp_path / "0", tmp_path, 0, typed)
+    job.ok()
+    text = (tmp_path / "0" / "job.json").read_text()
+    assert not any(secret in text for secret in ("hunter2", "abc123", "k-9"))
+    assert json.loads(text)["overrides"] == ["scheduler=dqn", "+remote.password=***", "runner.backend.token=***",
+                                             "+wandb_api_key=***"]
+    (tmp_path / "0" / "results.json").write_text("{}")
+    assert SweepJob(cfg, tmp_path / "0", tmp_path, 0, typed).finished_before()  # resume still recognises the job
+
+
 def _sweep(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", "+experiment=smoke", "logger=none", f"hydra.sweep.dir={tmp}",
            "dataset.width=512", "dataset.height=384", "dataset.frames=1", "hydra.sweeper.params.seed=0",

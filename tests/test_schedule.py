@@ -15,7 +15,8 @@ from hode.schedule.greedy import Greedy
 from hode.schedule.oracle import Oracle
 from hode.schedule.reward import finish_spread, progress_spread, reward
 from hode.schedule.salbs import SpeedAware
-from hode.schedule.shares import earliest_finish_counts, largest_remainder, simplex_actions, simplex_size
+from hode.schedule.shares import (best_on_grid, earliest_finish_counts, largest_remainder, simplex_actions,
+                                  simplex_size)
 from hode.tiling import Tiler
 from hode.types import Detections, Frame, NodeState, WorkItem
 
@@ -65,6 +66,25 @@ def test_earliest_finish_counts_fill_the_queues_level():
     assert earliest_finish_counts(4, [0, 0, 0], [1, 5, 1], up=[True, False, True]).tolist() == [2, 0, 2]
     with pytest.raises(HodeError):
         earliest_finish_counts(1, [0], [1], up=[False])
+
+
+def test_best_on_grid_is_the_best_share_vector_and_can_be_worse_than_exact_counts():
+    grid = simplex_actions(2, 0.1)
+    # speeds 3:1, 8 tiles: shares 0.7/0.3 round to 6/2 (finish 2.0 s and 2.0 s), the exact optimum too
+    assert best_on_grid(grid, 8, [0, 0], [3, 1]).tolist() == [6, 2] == earliest_finish_counts(8, [0, 0], [3, 1]).tolist()
+    # speeds 1:1, 3 tiles: every share rounds 3 tiles as 3/0, 2/1 or 1/2; the best is 2/1 (finish 2 s)
+    assert sorted(best_on_grid(grid, 3, [0, 0], [1, 1]).tolist()) == [1, 2]
+    # three equal nodes, 20 tiles: exact counts 7/7/6 finish at 7 s, but 7/20 = 0.35 is not on the
+    # 0.1 grid: the best grid actions (8/6/6, 4/8/8, ...) finish at 8 s
+    three = simplex_actions(3, 0.1)
+    assert sorted(earliest_finish_counts(20, [0] * 3, [1] * 3).tolist()) == [6, 7, 7]
+    c = best_on_grid(three, 20, [0] * 3, [1] * 3)
+    assert c.sum() == 20 and c.max() == 8
+    # with queues, the grid point levels the finish times as well as it can: node 0 holds 10
+    assert best_on_grid(three, 20, [10, 0, 0], [1, 1, 1]).tolist() == [0, 10, 10]
+    five = simplex_actions(5, 0.1)
+    # a down node gets nothing
+    assert best_on_grid(five, 10, [0] * 5, [1] * 5, up=[True, False, True, True, True])[1] == 0
 
 
 # ----- the reward (eqs. 5-7) ---------------------------------------------------------------------

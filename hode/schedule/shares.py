@@ -112,6 +112,23 @@ def earliest_finish_counts(total: int, queue: Sequence[float], speed: Sequence[f
     return x
 
 
+def best_on_grid(actions: np.ndarray, total: int, queue: Sequence[float], speed: Sequence[float],
+                 up: Sequence[bool] | None = None) -> np.ndarray:
+    """Counts of the share-grid action (rows of ``actions``, rounded by :func:`largest_remainder`)
+    with the earliest latest finish time ``(q_i + x_i) / v_i``: the best that any policy choosing
+    on that grid can do with these speeds. Against :func:`earliest_finish_counts` it measures what
+    the grid itself costs (with few tiles and idle nodes, a 0.1 share is two tiles or more)."""
+    q = np.asarray(queue, np.float64)
+    v = np.asarray(speed, np.float64)
+    ok = np.ones(len(q), bool) if up is None else np.asarray(up, bool)
+    ok &= v > 0
+    check(ok.any(), "no edge node is up with a positive speed: cannot schedule work")
+    allowed = ~np.any(actions[:, ~ok] > 0, axis=1)
+    counts = np.stack([largest_remainder(a, total) for a in actions[allowed]])
+    finish = np.where(counts > 0, (q + counts) / np.where(ok, v, 1.0), 0.0).max(axis=1)
+    return counts[int(np.argmin(finish))]
+
+
 class StaleProbe:
     """:func:`give_probes` for a scheduler that may starve a node: a node left without work for
     ``after`` decisions in a row gets a probe tile, since the speed the camera holds for it is as

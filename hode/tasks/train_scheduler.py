@@ -69,7 +69,8 @@ def make_env(cfg: DictConfig, sched: DictConfig, topology, seed: int, trace=None
 
 def evaluate_policies(cfg: DictConfig, sched: DictConfig, topology, ckpt: Path, episodes: int, seed: int,
                       trace=None, in_flight: int | None = None) -> dict:
-    """fps and mean reward of the trained DQN next to salbs / greedy / oracle on held-out episodes."""
+    """fps and mean reward of the trained DQN next to its grid's ceiling (``grid_best``), salbs, greedy
+    and oracle on held-out episodes."""
     from hode.schedule.dqn import DQNScheduler
     from hode.schedule.env import play, scheduler_decide
     from hode.schedule.greedy import Greedy
@@ -78,14 +79,35 @@ def evaluate_policies(cfg: DictConfig, sched: DictConfig, topology, ckpt: Path, 
 
     out = {}
     k = int(in_flight) if in_flight is not None else max(int(cfg.runner.get("in_flight", 2)), 2)
-    for name, s in [("dqn", DQNScheduler(ckpt=str(ckpt))), ("salbs", SpeedAware()), ("greedy", Greedy()),
-                    ("oracle", Oracle())]:
+    # factories: every episode starts with a fresh policy (no probe counters carried over)
+    policies = [("dqn", lambda: scheduler_decide(DQNScheduler(ckpt=str(ckpt)))),
+                ("grid_best", lambda: grid_best_decide(ckpt)), ("salbs", lambda: scheduler_decide(SpeedAware())), ("greedy", lambda: scheduler_decide(Greedy())),
+                ("oracle", lambda: scheduler_decide(Oracle()))]
+    for name, policy in policies:
         env = make_env(cfg, sched, topology, seed, trace=trace, in_flight=k)
-        runs = [play(env, scheduler_decide(s), seed + e) for e in range(episodes)]
+        runs = [play(env, policy(), seed + e) for e in range(episodes)]
         out[name] = {"fps": float(np.mean([r["fps"] for r in runs])), "reward": float(np.mean([r["reward"] for r in runs]))}
     for v in out.values():
         v["fps_vs_oracle"] = v["fps"] / out["oracle"]["fps"]
     return out
+
+
+def grid_best_decide(ckpt: Path):
+    """The DQN's ceiling: each decision takes the action of the checkpoint's share grid that finishes
+    earliest by the measured speeds (what the camera knows) and probes as the DQN does. With one
+    frame in flight every frame stands alone, so this is the best any policy on that grid can do
+    with those speeds; where it falls short of salbs, the grid, not the learning, is what loses."""
+    from hode.schedule.dqn import read_checkpoint
+    from hode.schedule.shares import StaleProbe, best_on_grid, known_speeds, simplex_actions
+
+    ck = read_checkpoint(ckpt)
+    actions, probe = simplex_actions(int(ck["nodes"]), float(ck["step"])), StaleProbe()
+
+    def decide(nodes, n: int):
+        counts = best_on_grid(actions, n, [x.queue for x in nodes], known_speeds(nodes), [x.up for x in nodes])
+        return probe(counts, nodes)
+
+    return decide
 
 
 def plot_loss(rows: list[dict], path: Path) -> None:
@@ -172,7 +194,7 @@ def main(cfg: DictConfig) -> dict:
         if key in results:
             print(f"{key} (fps in the training env, {int(t.eval_episodes)} held-out episodes):")
             for name, v in results[key].items():
-                print(f"  {name:<7} fps={v['fps']:.2f}  vs oracle={v['fps_vs_oracle']:.3f}  reward={v['reward']:.4f}")
+                print(f"  {name:<9} fps={v['fps']:.2f}  vs oracle={v['fps_vs_oracle']:.3f}  reward={v['reward']:.4f}")
     print(f"results: {out_dir / 'results.json'}")
     return results
 
