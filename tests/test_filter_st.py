@@ -91,7 +91,7 @@ def test_not_a_checkpoint_is_a_weights_error(tmp_path):
     torch.save({"state_dict": {}}, other)
     with pytest.raises(WeightsError, match="format tag"):
         STFilter(str(other))
-    with pytest.raises(WeightsError, match="does not exist"):
+    with pytest.raises(WeightsError, match="checkpoint not found"):
         STFilter(str(tmp_path / "missing.ckpt"))
 
 

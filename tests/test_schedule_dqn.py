@@ -76,7 +76,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         DQNAgent.load(junk)
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {}}, other)
-    with pytest.raises(WeightsError, match="no 'hode-dqn-scheduler' header"):
+    with pytest.raises(WeightsError, match="no 'hode-dqn-scheduler' format tag"):
         DQNAgent.load(other)
     with pytest.raises(WeightsError, match="not found"):
         DQNAgent.load(tmp_path / "missing.pt")

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hode.checkpoints import read_tagged
 from hode.errors import WeightsError, check
 from hode.filter.guard import GuardedFilter
 from hode.filter.memory import TileMemory
@@ -63,17 +64,7 @@ def save_checkpoint(path: str | Path, net: STNet, policy: dict, meta: dict | Non
 
 def load_checkpoint(path: str | Path) -> tuple[STNet, dict, dict]:
     """``(net in eval mode, policy, meta)``; a missing or foreign file raises WeightsError."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"flow-filter checkpoint {path} does not exist (train one with task=train_filter)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"{path} is not a flow-filter checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise WeightsError(f"{path} is not a flow-filter checkpoint (no '{FORMAT}' format tag)")
-    if ckpt.get("version") != VERSION:
-        raise WeightsError(f"{path} is flow-filter checkpoint version {ckpt.get('version')}, this code reads {VERSION}")
+    ckpt = read_tagged(path, FORMAT, VERSION, "flow-filter", "train one with `python run.py task=train_filter`")
     try:
         net = STNet(**ckpt["arch"])
         net.load_state_dict(ckpt["state_dict"])

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hode.checkpoints import read_tagged
 from hode.errors import WeightsError, check
 from hode.schedule.base import Scheduler, up_nodes
 from hode.schedule.dispatch import get_dispatch
@@ -293,19 +294,8 @@ class DQNAgent:
 
 
 def read_checkpoint(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"DQN checkpoint not found: {path} (train one with `python run.py task=train_scheduler "
-                           f"topology=... runner=sim`)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"{path} is not a DQN scheduler checkpoint ({type(e).__name__})") from None
-    if not isinstance(ck, dict) or ck.get("format") != CKPT_FORMAT:
-        raise WeightsError(f"{path} is not a DQN scheduler checkpoint (no '{CKPT_FORMAT}' header)")
-    if ck.get("version") != CKPT_VERSION:
-        raise WeightsError(f"{path}: DQN checkpoint version {ck.get('version')} is not supported (need {CKPT_VERSION})")
-    return ck
+    return read_tagged(path, CKPT_FORMAT, CKPT_VERSION, "DQN scheduler",
+                       "train one with `python run.py task=train_scheduler topology=... runner=sim`")
 
 
 # ----- 5. the scheduler --------------------------------------------------------------------------
