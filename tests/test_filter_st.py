@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hode.config import ROOT
-from hode.errors import WeightsError
+from hode.errors import HodeError, WeightsError
 from hode.filter.net import STNet
 from hode.filter.st import STFilter, load_checkpoint, save_checkpoint
 
@@ -74,6 +74,17 @@ def test_probing_looks_at_a_stale_tile_again(tmp_path):
     masks = [bool(f(h).any()) for _ in range(9)]
     assert masks == [False, False, False, True, False, False, False, True, False]
     assert not any(STFilter(str(path), probe_threshold=0.1)(h).any() for _ in range(9))
+
+
+def test_base_ablation_takes_comp1s_mask_or_adds_it_to_the_nets(tmp_path):
+    path = save_checkpoint(tmp_path / "f.ckpt", STNet(2, 3, channels=4, units=1), {"threshold": 0.5})
+    h = np.zeros((5, 2, 3), np.float32)
+    h[-1, 0, 1] = 2  # detected at t-1 in one tile only
+    assert STFilter(str(path), base="comp1")(h).tolist() == [[False, True, False], [False, False, False]]
+    assert not STFilter(str(path), threshold=1.0)(h).any()  # the net alone keeps nothing at this threshold
+    assert STFilter(str(path), threshold=1.0, base="net_or_comp1")(h).tolist() == [[False, True, False], [False, False, False]]
+    with pytest.raises(HodeError, match="filter.base must be one of net, comp1, net_or_comp1"):
+        STFilter(str(path), base="comp2")
 
 
 def test_wrong_grid_is_refused(tmp_path):

@@ -43,6 +43,7 @@ FORMAT = "hode-flow-filter"
 VERSION = 1
 DEFAULT_POLICY = {"threshold": 0.5, "probe_threshold": 1.0, "probe_every": 0,
                   "walkin_prior": None, "walkin_beta": None, "walkin_strength": None}
+BASES = ("net", "comp1", "net_or_comp1")  # where the keep mask comes from before probing (an ablation)
 
 
 def save_checkpoint(path: str | Path, net: STNet, policy: dict, meta: dict | None = None) -> Path:
@@ -85,7 +86,9 @@ class STFilter(GuardedFilter):
     While the history is shorter than the trend window (the first frames of a video) every tile
     is kept. ``threshold``, ``probe_threshold`` and ``probe_every`` override the checkpoint's
     validated policy; ``walkin_beta`` overrides the checkpoint's walk-in knob and ``walkin=False``
-    falls back to the global probe rule. The filter is stateful (it remembers its own keep masks); an empty history
+    falls back to the global probe rule. ``base`` is an ablation: the mask probing is added to comes
+    from the net (``net``, HODE), from Comp-1 (``comp1``: kept iff detected at ``t-1``; the net is not
+    run) or from both (``net_or_comp1``). The filter is stateful (it remembers its own keep masks); an empty history
     means a new video and resets that state. Give ``net`` instead of ``ckpt`` to wrap a net in
     memory (training rollouts).
     """
@@ -93,8 +96,10 @@ class STFilter(GuardedFilter):
     def __init__(self, ckpt: str | None = None, name: str = "st", threshold: float | None = None,
                  probe_threshold: float | None = None, probe_every: int | None = None,
                  walkin_beta: float | None = None, walkin: bool | None = None,
-                 guard: dict | None = None, net: STNet | None = None) -> None:
+                 guard: dict | None = None, net: STNet | None = None, base: str = "net") -> None:
         super().__init__(guard)
+        check(base in BASES, f"filter.base must be one of {', '.join(BASES)}, got {base!r}")
+        self.base = base
         check((ckpt is None) != (net is None), "filter=st needs exactly one of ckpt (a checkpoint path) or net")
         for key, v in (("threshold", threshold), ("probe_threshold", probe_threshold)):
             check(v is None or 0.0 < float(v) <= 1.0, f"filter.{key} must be a probability in (0, 1] or null, got {v!r}")
@@ -178,8 +183,13 @@ class STFilter(GuardedFilter):
                             "(runner.history)", self.name, self.trend, len(history))
                 self._warned = True
             return np.ones(history.shape[1:], bool)
-        z = self.logits(history)
-        keep = z >= self._z_keep
+        if self.base == "comp1":  # the ablation: Comp-1's mask under the same probing
+            keep = history[-1] > 0
+        else:
+            z = self.logits(history)
+            keep = z >= self._z_keep
+            if self.base == "net_or_comp1":
+                keep |= history[-1] > 0
         if self.prober is not None:
             keep |= self.prober.due(self.memory.since_kept)
         elif self.probe_every:
