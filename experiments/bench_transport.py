@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import tempfile
 import time
@@ -32,10 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hode.cluster.live import LiveBackend
+from hode.cluster.live import LiveBackend  # first: it picks gRPC's I/O path before grpc loads
 from hode.cluster.topology import Topology
 from hode.config import ROOT
 from hode.edge.client import outcomes, server_time_s
+from hode.edge.grpc_io import DIRECT_POLLING
+import grpc  # noqa: E402  (after hode.cluster.live, see above)
 from hode.types import WorkItem
 
 
@@ -63,7 +66,7 @@ def run_items(backend: LiveBackend, frame_id: int, per_node: dict[int, int], ima
 
 def overheads(backend: LiveBackend, image: np.ndarray, pings: int) -> dict:
     """Sequential single-tile calls straight through each node's client (no queueing anywhere)."""
-    vs_service, vs_server, encode, decode, before, after = [], [], [], [], [], []
+    vs_service, vs_server, encode, decode, before, after, req_leg, reply_leg = [], [], [], [], [], [], [], []
     for link in backend._links:
         for k in range(pings + 1):
             t0 = time.perf_counter()
@@ -79,6 +82,9 @@ def overheads(backend: LiveBackend, image: np.ndarray, pings: int) -> dict:
             decode.append(tile.decode_s)
             before.append(tile.started - reply.received)  # in the worker, before the tile's service
             after.append(reply.sent - tile.finished)  # in the worker, after it (reply built)
+            # The two legs apart: on one host the worker's clock (perf_counter = CLOCK_MONOTONIC) is ours.
+            req_leg.append(reply.received - sent)  # send -> the worker's handler runs (gRPC both sides)
+            reply_leg.append(received - reply.sent)  # reply built -> back in our hands (gRPC both sides)
     # The floors: an empty Status call (no payload, no device) back to back, and after the worker
     # sat idle as long as a paced tile: gRPC's own wake-up after idle, which every Detect above pays.
     status, status_idle = [], []
@@ -98,6 +104,7 @@ def overheads(backend: LiveBackend, image: np.ndarray, pings: int) -> dict:
     return {"rtt_minus_service_ms_p50": ms(vs_service), "rtt_minus_service_and_decode_ms_p50": ms(no_decode),
             "rtt_minus_worker_time_ms_p50": ms(vs_server), "decode_ms_p50": ms(decode),
             "worker_before_service_ms_p50": ms(before), "worker_after_service_ms_p50": ms(after),
+            "request_leg_ms_p50": ms(req_leg), "reply_leg_ms_p50": ms(reply_leg),
             "status_rpc_ms_p50": ms(status), "status_rpc_after_idle_ms_p50": ms(status_idle),
             "rtt_minus_service_ms_p90": float(np.percentile(vs_service, 90) * 1000), "encode_ms_p50": ms(encode),
             "calls": len(vs_service), "payload_bytes": len(req.tiles[0].data)}
@@ -130,6 +137,9 @@ def main() -> None:
     backend.start()
     print(f"{args.nodes} workers up in {time.perf_counter() - t_start:.1f} s; time_scale={backend.time_scale} "
           f"-> paced tile {args.tile_ms * backend.time_scale:.0f} ms wall", flush=True)
+    print(f"grpcio {grpc.__version__}; GRPC_EXPERIMENTS={os.environ.get('GRPC_EXPERIMENTS', '')!r} "
+          f"({'direct polling' if os.environ.get('GRPC_EXPERIMENTS') == DIRECT_POLLING else 'not the direct-polling set'}, "
+          "see hode/edge/grpc_io.py)", flush=True)
     try:
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         over = overheads(backend, image, args.pings)
@@ -148,6 +158,7 @@ def main() -> None:
     results = {
         "bench": "transport", "nodes": args.nodes, "tiles_per_node": args.tiles, "encoding": args.encoding,
         "jpeg_quality": args.quality if args.encoding == "jpeg" else None, "tile": list(image.shape),
+        "grpcio": grpc.__version__, "grpc_experiments": os.environ.get("GRPC_EXPERIMENTS", ""),
         "time_scale": backend.time_scale, "paced_tile_ms": args.tile_ms * backend.time_scale,
         "overhead": over,
         "standalone_tiles_per_s": standalone, "standalone_vs_paced_ideal": [r / ideal for r in standalone],
@@ -164,6 +175,8 @@ def main() -> None:
     print(f"  round trip - time in worker    {over['rtt_minus_worker_time_ms_p50']:7.2f} ms   (wire and gRPC only)")
     print(f"  in the worker: decode {over['decode_ms_p50']:.2f} ms; before service {over['worker_before_service_ms_p50']:.2f} ms "
           f"(decode included), after {over['worker_after_service_ms_p50']:.2f} ms")
+    print(f"  wire and gRPC, by leg          request {over['request_leg_ms_p50']:.2f} ms (send -> handler runs), "
+          f"reply {over['reply_leg_ms_p50']:.2f} ms (reply built -> received)")
     print(f"  an empty Status call (floor)   {over['status_rpc_ms_p50']:7.2f} ms   back to back; "
           f"{over['status_rpc_after_idle_ms_p50']:.2f} ms after the worker sat idle")
     print(f"  camera-side encode             {over['encode_ms_p50']:7.2f} ms (not in the round trip)")

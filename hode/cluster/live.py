@@ -35,6 +35,7 @@ from typing import Sequence
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+import hode.edge  # noqa: F401  (before grpc: picks gRPC's I/O path, see hode/edge/grpc_io.py)
 import grpc
 
 from hode.cluster.failover import (FailoverPolicy, FaultLog, Flight, Slowness, Tracker, events_list, item_units,

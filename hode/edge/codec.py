@@ -58,15 +58,18 @@ def decode_tile(tile: pb.Tile, max_side: int = MAX_SIDE) -> np.ndarray:
     check(h <= max_side and w <= max_side, f"{name}: declared size {w}x{h} exceeds the limit of {max_side} px a side",
           PayloadError)
     check(c == 3, f"{name}: expected 3 channels (BGR), got {c}", PayloadError)
-    check(len(tile.data) > 0, f"{name}: empty payload", PayloadError)
+    # Read the field once: each access of a protobuf bytes field returns a fresh copy of the payload
+    # (1.3 MB for a raw tile; three accesses cost ~0.15 ms of the per-tile overhead).
+    data = tile.data
+    check(len(data) > 0, f"{name}: empty payload", PayloadError)
     if tile.encoding == pb.RAW:
         check(tile.dtype == "uint8", f"{name}: raw dtype must be 'uint8', got {tile.dtype!r}", PayloadError)
-        check(len(tile.data) == h * w * c, f"{name}: raw payload has {len(tile.data)} bytes, "
+        check(len(data) == h * w * c, f"{name}: raw payload has {len(data)} bytes, "
               f"{h}x{w}x{c} uint8 needs {h * w * c}", PayloadError)
-        return np.frombuffer(tile.data, np.uint8).reshape(h, w, c)
+        return np.frombuffer(data, np.uint8).reshape(h, w, c)
     check(tile.encoding in (pb.JPEG, pb.PNG), f"{name}: unknown encoding {tile.encoding}", PayloadError)
     try:
-        image = cv2.imdecode(np.frombuffer(tile.data, np.uint8), cv2.IMREAD_COLOR)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as e:  # e.g. beyond OPENCV_IO_MAX_IMAGE_PIXELS
         raise PayloadError(f"{name}: cannot decode: {str(e).strip().splitlines()[-1][:120]}") from None
     check(image is not None, f"{name}: payload is not a valid {pb.Encoding.Name(tile.encoding)} image", PayloadError)
