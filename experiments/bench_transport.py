@@ -110,6 +110,19 @@ def overheads(backend: LiveBackend, image: np.ndarray, pings: int) -> dict:
             "calls": len(vs_service), "payload_bytes": len(req.tiles[0].data)}
 
 
+def batched_overhead(backend: LiveBackend, image: np.ndarray, per_call: int, pings: int) -> float:
+    """Median per-tile overhead with ``per_call`` tiles in one Detect request (``runner.backend.batch``):
+    (round trip - the tiles' service times) / tiles, the call's fixed costs shared by its tiles."""
+    out = []
+    for link in backend._links:
+        for k in range(pings + 1):
+            req = link.client.request(20_000 + k, [(i, image) for i in range(per_call)], backend.time_scale)
+            reply, sent, received = link.client.detect(req, timeout=600)
+            if k:
+                out.append((received - sent - sum(t.service_s for t in reply.results)) / per_call)
+    return float(np.median(out) * 1000)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=5)
@@ -119,6 +132,7 @@ def main() -> None:
     ap.add_argument("--time-scale", default="auto", help="wall s per device s, or auto")
     ap.add_argument("--encoding", default="jpeg", choices=["jpeg", "png", "raw"])
     ap.add_argument("--quality", type=int, default=90)
+    ap.add_argument("--batch", type=int, default=4, help="tiles per request for the batched overhead (0: skip)")
     ap.add_argument("--out", default=None, help="results dir (default outputs/bench_transport/<time>)")
     args = ap.parse_args()
 
@@ -143,6 +157,9 @@ def main() -> None:
     try:
         cpu0 = resource.getrusage(resource.RUSAGE_SELF)
         over = overheads(backend, image, args.pings)
+        if args.batch > 1:
+            over["batched_per_tile_ms_p50"] = batched_overhead(backend, image, args.batch, max(args.pings // 4, 2))
+            over["batched_tiles_per_call"] = args.batch
         ov0 = sum(s["overruns"] for s in backend.stats())
         standalone = []
         for i in range(args.nodes):
@@ -177,6 +194,9 @@ def main() -> None:
           f"(decode included), after {over['worker_after_service_ms_p50']:.2f} ms")
     print(f"  wire and gRPC, by leg          request {over['request_leg_ms_p50']:.2f} ms (send -> handler runs), "
           f"reply {over['reply_leg_ms_p50']:.2f} ms (reply built -> received)")
+    if "batched_per_tile_ms_p50" in over:
+        print(f"  per tile, {args.batch} tiles a call    {over['batched_per_tile_ms_p50']:7.2f} ms   "
+              f"((round trip - their service) / {args.batch}; runner.backend.batch={args.batch}, or 0: a node's tiles of a frame)")
     print(f"  an empty Status call (floor)   {over['status_rpc_ms_p50']:7.2f} ms   back to back; "
           f"{over['status_rpc_after_idle_ms_p50']:.2f} ms after the worker sat idle")
     print(f"  camera-side encode             {over['encode_ms_p50']:7.2f} ms (not in the round trip)")
