@@ -94,6 +94,20 @@ def test_online_learning_stores_transitions_and_learns():
     assert s.agent.steps == 59 and len(s.losses) > 5 and all(np.isfinite(s.losses))
 
 
+def test_rewards_are_squashed_keeping_their_order_then_clipped():
+    a = DQNAgent(3, seed=0)  # default: symlog, no clip
+    obs, up = np.zeros(a.obs_dim, np.float32), np.ones(3, bool)
+    for r in (-1000.0, -10.0, 0.0, 0.5):
+        a.remember(obs, 0, r, obs, up)
+    got = a.buffer.rewards[:4]
+    assert np.allclose(got, [-np.log(1001), -np.log(11), 0.0, np.log(1.5)], atol=1e-5)
+    assert got[0] < got[1]  # a 100x worse action still reads worse, where a clip at -5 made them equal
+    b = DQNAgent(3, reward_symlog=False, reward_clip=5.0, seed=0)
+    for r in (-1000.0, -10.0, 2.0):
+        b.remember(obs, 0, r, obs, up)
+    assert b.buffer.rewards[:3].tolist() == [-5.0, -5.0, 2.0]
+
+
 def test_env_follows_the_gym_api_and_refuses_work_for_a_down_node(paper5):
     from gymnasium.utils.env_checker import check_env
 

@@ -172,7 +172,7 @@ class DQNAgent:
     def __init__(self, nodes: int, step: float = 0.1, hidden: int = 64, lr: float = 1e-3, gamma: float = 0.2,
                  buffer_size: int = 50_000, batch_size: int = 64, learn_every: int = 4,
                  target_every: int = 250, n_ref: float = 40.0, action_embedding: bool = True,
-                 reward_clip: float | None = 5.0, seed: int = 0) -> None:
+                 reward_clip: float | None = None, reward_symlog: bool = True, seed: int = 0) -> None:
         check(isinstance(nodes, int) and nodes >= 1, f"the DQN needs at least one node, got {nodes!r}")
         check(isinstance(hidden, int) and hidden > 0, f"scheduler.hidden must be a positive integer, got {hidden!r}")
         check(0 <= gamma < 1, f"scheduler.gamma must be in [0, 1), got {gamma!r}")
@@ -181,9 +181,12 @@ class DQNAgent:
         self.nodes, self.step, self.hidden, self.n_ref = nodes, step, hidden, float(n_ref)
         self.action_embedding = bool(action_embedding)
         self.gamma, self.batch_size, self.learn_every, self.target_every = gamma, batch_size, learn_every, target_every
-        # Rewards clipped to +-reward_clip (as DQN on Atari does): a few transitions around slowdowns,
-        # node failures and unmeasured speeds swing the variance by 100x and would drown the rest.
-        self.reward_clip = reward_clip
+        # A few transitions around slowdowns, node failures and unmeasured speeds swing the variance
+        # reward by 1000x and would drown the rest. Squashing it with sign(r) log(1 + |r|) keeps the
+        # order among bad actions, which clipping (as DQN on Atari does) flattens: with a 5x slowed
+        # node, every imbalanced action clipped to the same -5 and the network learned to put a whole
+        # frame on the slowed node (measured: 0.749 -> 0.843 of the oracle with one frame in flight).
+        self.reward_clip, self.reward_symlog = reward_clip, bool(reward_symlog)
         self.actions = simplex_actions(nodes, step)
         self.obs_dim = 3 * nodes + 2
         torch.manual_seed(seed)
@@ -228,6 +231,8 @@ class DQNAgent:
     # -- learning ----------------------------------------------------------------------------------
 
     def remember(self, obs, action: int, rew: float, next_obs, next_up, done: bool = False) -> None:
+        if self.reward_symlog:
+            rew = float(np.sign(rew) * np.log1p(abs(rew)))
         if self.reward_clip:
             rew = float(np.clip(rew, -self.reward_clip, self.reward_clip))
         self.buffer.add(obs, action, rew, next_obs, next_up, done)
@@ -315,7 +320,7 @@ class DQNScheduler(Scheduler):
                  lambda2: float = 100.0, n_ref: float = 40.0, dispatch: str = "accuracy_aware", online: bool = False,
                  epsilon: float = 0.05, lr: float = 1e-4, gamma: float = 0.2, buffer_size: int = 10_000,
                  batch_size: int = 64, learn_every: int = 4, target_every: int = 250, learning_starts: int = 64,
-                 action_embedding: bool = True, reward_clip: float | None = 5.0, seed: int = 0,
+                 action_embedding: bool = True, reward_clip: float | None = None, reward_symlog: bool = True, seed: int = 0,
                  probe_after: int = 5, name: str | None = None) -> None:
         super().__init__(name)
         self.ckpt = ckpt
@@ -326,7 +331,8 @@ class DQNScheduler(Scheduler):
         self.online, self.epsilon, self.learning_starts = bool(online), float(epsilon), learning_starts
         self._agent_kwargs = dict(step=step, hidden=hidden, n_ref=n_ref, lr=lr, gamma=gamma, buffer_size=buffer_size,
                                   batch_size=batch_size, learn_every=learn_every, target_every=target_every,
-                                  action_embedding=action_embedding, reward_clip=reward_clip, seed=seed)
+                                  action_embedding=action_embedding, reward_clip=reward_clip,
+                                  reward_symlog=reward_symlog, seed=seed)
         self.agent: DQNAgent | None = None
         self._prev: tuple[np.ndarray, int, list[NodeState]] | None = None
         self.losses: list[float] = []
