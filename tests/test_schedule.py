@@ -15,8 +15,8 @@ from hode.schedule.greedy import Greedy
 from hode.schedule.oracle import Oracle
 from hode.schedule.reward import finish_spread, progress_spread, reward
 from hode.schedule.salbs import SpeedAware
-from hode.schedule.shares import (best_on_grid, earliest_finish_counts, largest_remainder, simplex_actions,
-                                  simplex_size)
+from hode.schedule.shares import (best_on_grid, earliest_finish_counts, largest_remainder, largest_remainder_rows,
+                                  simplex_actions, simplex_size)
 from hode.tiling import Tiler
 from hode.types import Detections, Frame, NodeState, WorkItem
 
@@ -57,6 +57,9 @@ def test_largest_remainder_rounding():
         assert c.sum() == n and np.all(np.abs(c - s / s.sum() * n) < 1)
     with pytest.raises(ConfigError):
         largest_remainder([0, 0], 3)
+    grid = simplex_actions(5, 0.1)  # all rows at once, as best_on_grid rounds them
+    for n in (0, 1, 7, 23, 40):
+        assert (largest_remainder_rows(grid, n) == np.stack([largest_remainder(a, n) for a in grid])).all()
 
 
 def test_earliest_finish_counts_fill_the_queues_level():

@@ -92,6 +92,18 @@ def largest_remainder(shares: Sequence[float], total: int) -> np.ndarray:
     return counts
 
 
+def largest_remainder_rows(shares: np.ndarray, total: int) -> np.ndarray:
+    """:func:`largest_remainder` of every row of ``shares`` (``(A, M)``, rows summing to 1) at once."""
+    s = np.asarray(shares, np.float64)
+    quota = s / s.sum(axis=1, keepdims=True) * total
+    counts = np.floor(quota + 1e-9).astype(np.int64)
+    left = total - counts.sum(axis=1, keepdims=True)
+    order = np.argsort(-(quota - counts), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(s.shape[1])[None, :].repeat(len(s), 0), axis=1)
+    return counts + (rank < left)
+
+
 def earliest_finish_counts(total: int, queue: Sequence[float], speed: Sequence[float],
                            up: Sequence[bool] | None = None) -> np.ndarray:
     """Counts of ``total`` equal items that minimise the latest finish time ``(q_i + x_i) / v_i``.
@@ -124,7 +136,7 @@ def best_on_grid(actions: np.ndarray, total: int, queue: Sequence[float], speed:
     ok &= v > 0
     check(ok.any(), "no edge node is up with a positive speed: cannot schedule work")
     allowed = ~np.any(actions[:, ~ok] > 0, axis=1)
-    counts = np.stack([largest_remainder(a, total) for a in actions[allowed]])
+    counts = largest_remainder_rows(actions[allowed], total)
     finish = np.where(counts > 0, (q + counts) / np.where(ok, v, 1.0), 0.0).max(axis=1)
     return counts[int(np.argmin(finish))]
 
