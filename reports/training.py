@@ -156,8 +156,8 @@ def fig8(jobs: list[Job], out: Path) -> Section:
                           if get(c, "task.split") == "seed" else "")
                        + f", {get(c, 'task.frames')} frames per scene of {get(c, 'dataset.width')}x"
                          f"{get(c, 'dataset.height')}, tiles {get(c, 'tiling.tile')} px; {t.get('epochs')} epochs "
-                         f"in {fmt(t.get('train_s'), 0)} s; best val F1 {fmt(t.get('best_val_f1'), 4)}; "
-                         f"threshold {fmt(t.get('threshold'), 4)}; checkpoint `{t.get('ckpt')}`.")
+                         f"in {fmt(t.get('train_s'), 0)} s; best {t.get('monitor') or 'val F1'} {fmt(t.get('best_monitor'), 4)}; "
+                         f"threshold {fmt(get(t, 'policy.threshold'), 4)}; checkpoint `{t.get('ckpt')}`.")
         test = get(t, "test.closed_loop") or {}
         if test:
             s.tables.append(f"{j.name}: held-out test scenes, closed loop: accuracy {fmt(test.get('accuracy'), 4, pct=True)}, "
