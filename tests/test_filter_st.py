@@ -83,6 +83,16 @@ def test_base_ablation_takes_comp1s_mask_or_adds_it_to_the_nets(tmp_path):
     assert STFilter(str(path), base="comp1")(h).tolist() == [[False, True, False], [False, False, False]]
     assert not STFilter(str(path), threshold=1.0)(h).any()  # the net alone keeps nothing at this threshold
     assert STFilter(str(path), threshold=1.0, base="net_or_comp1")(h).tolist() == [[False, True, False], [False, False, False]]
+    # Comp-1's mask under the global probe rule: the net's p still decides which stale tiles are probed
+    net = STNet(1, 2, channels=2, units=0, memory=False)
+    with torch.no_grad():  # p = sigmoid(-3) ~ 0.05 everywhere
+        for prm in net.parameters():
+            prm.zero_()
+        net.bias.fill_(-3.0)
+    glob = save_checkpoint(tmp_path / "g.ckpt", net, {"threshold": 0.5, "probe_threshold": 0.01, "probe_every": 3})
+    f, z = STFilter(str(glob), base="comp1"), np.zeros((5, 1, 2), np.float32)
+    f(z[:0])
+    assert [bool(f(z).any()) for _ in range(9)] == [False, False, False, True, False, False, False, True, False]
     with pytest.raises(HodeError, match="filter.base must be one of net, comp1, net_or_comp1"):
         STFilter(str(path), base="comp2")
 

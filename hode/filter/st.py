@@ -87,8 +87,8 @@ class STFilter(GuardedFilter):
     is kept. ``threshold``, ``probe_threshold`` and ``probe_every`` override the checkpoint's
     validated policy; ``walkin_beta`` overrides the checkpoint's walk-in knob and ``walkin=False``
     falls back to the global probe rule. ``base`` is an ablation: the mask probing is added to comes
-    from the net (``net``, HODE), from Comp-1 (``comp1``: kept iff detected at ``t-1``; the net is not
-    run) or from both (``net_or_comp1``). The filter is stateful (it remembers its own keep masks); an empty history
+    from the net (``net``, HODE), from Comp-1 (``comp1``: kept iff detected at ``t-1``; with walk-in
+    probing the net is not run) or from both (``net_or_comp1``). The filter is stateful (it remembers its own keep masks); an empty history
     means a new video and resets that state. Give ``net`` instead of ``ckpt`` to wrap a net in
     memory (training rollouts).
     """
@@ -183,13 +183,11 @@ class STFilter(GuardedFilter):
                             "(runner.history)", self.name, self.trend, len(history))
                 self._warned = True
             return np.ones(history.shape[1:], bool)
-        if self.base == "comp1":  # the ablation: Comp-1's mask under the same probing
-            keep = history[-1] > 0
-        else:
-            z = self.logits(history)
-            keep = z >= self._z_keep
-            if self.base == "net_or_comp1":
-                keep |= history[-1] > 0
+        # The net runs unless Comp-1's mask is probed per tile (the global probe rule reads the net's p).
+        z = None if self.base == "comp1" and self.prober is not None else self.logits(history)
+        keep = history[-1] > 0 if self.base == "comp1" else z >= self._z_keep
+        if self.base == "net_or_comp1":
+            keep |= history[-1] > 0
         if self.prober is not None:
             keep |= self.prober.due(self.memory.since_kept)
         elif self.probe_every:
