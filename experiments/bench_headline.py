@@ -30,7 +30,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hode.config import CONF_DIR, ROOT, build, load_option
+from hode.config import CONF_DIR, ROOT, build, compose_config, load_option
 from hode.errors import HodeError, check
 
 METHODS = ("fourk", "hode", "oracle")
@@ -243,14 +243,10 @@ def cli() -> None:
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench_headline" / "results.json"))
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. seed=3 dataset.density=1.5")
     args = ap.parse_args()
-    from hydra import compose, initialize_config_dir
-
     over = ["runner=sim", "topology=paper5", "logger=none", "progress=false", f"dataset.frames={args.frames}",
             *args.overrides]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=over)
     try:
-        res = bench(cfg, args.replay_frames, args.reps, args.in_flight)
+        res = bench(compose_config(over), args.replay_frames, args.reps, args.in_flight)
     except HodeError as e:
         raise SystemExit(f"error: {e}") from None
     res["overrides"] = over

@@ -89,9 +89,6 @@ class DeviceLoop:
         self.speed = 1.0 / max(expected, self.compute_tile_ms / 1000, 1e-6)
         return self.compute_tile_ms
 
-    def start(self) -> None:
-        """Kept for callers of the threaded design: there is no device thread to start."""
-
     def stop(self) -> None:
         """Requests waiting for their turn give up; a tile waiting out its paced time ends now."""
         self._stop.set()

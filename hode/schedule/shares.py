@@ -83,17 +83,12 @@ def largest_remainder(shares: Sequence[float], total: int) -> np.ndarray:
     """
     s = np.asarray(shares, np.float64)
     check(total >= 0 and np.all(s >= 0) and s.sum() > 0, f"cannot round shares {s.tolist()} of {total} items")
-    quota = s / s.sum() * total
-    counts = np.floor(quota + 1e-9).astype(np.int64)
-    left = int(total - counts.sum())
-    if left > 0:
-        order = np.argsort(-(quota - counts), kind="stable")
-        counts[order[:left]] += 1
-    return counts
+    return largest_remainder_rows(s[None], total)[0]
 
 
 def largest_remainder_rows(shares: np.ndarray, total: int) -> np.ndarray:
-    """:func:`largest_remainder` of every row of ``shares`` (``(A, M)``, rows summing to 1) at once."""
+    """:func:`largest_remainder` of every row of ``shares`` (``(A, M)``, each row with a positive sum)
+    at once, unchecked: how :func:`best_on_grid` rounds a whole share grid."""
     s = np.asarray(shares, np.float64)
     quota = s / s.sum(axis=1, keepdims=True) * total
     counts = np.floor(quota + 1e-9).astype(np.int64)

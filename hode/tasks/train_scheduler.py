@@ -81,7 +81,9 @@ def evaluate_policies(cfg: DictConfig, sched: DictConfig, topology, ckpt: Path, 
     k = int(in_flight) if in_flight is not None else max(int(cfg.runner.get("in_flight", 2)), 2)
     # factories: every episode starts with a fresh policy (no probe counters carried over)
     policies = [("dqn", lambda: scheduler_decide(DQNScheduler(ckpt=str(ckpt)))),
-                ("grid_best", lambda: grid_best_decide(ckpt)), ("salbs", lambda: scheduler_decide(SpeedAware())), ("greedy", lambda: scheduler_decide(Greedy())),
+                ("grid_best", lambda: grid_best_decide(ckpt)),
+                ("salbs", lambda: scheduler_decide(SpeedAware())),
+                ("greedy", lambda: scheduler_decide(Greedy())),
                 ("oracle", lambda: scheduler_decide(Oracle()))]
     for name, policy in policies:
         env = make_env(cfg, sched, topology, seed, trace=trace, in_flight=k)
