@@ -106,6 +106,10 @@ def test_rewards_are_squashed_keeping_their_order_then_clipped():
     for r in (-1000.0, -10.0, 2.0):
         b.remember(obs, 0, r, obs, up)
     assert b.buffer.rewards[:3].tolist() == [-5.0, -5.0, 2.0]
+    with pytest.raises(ConfigError, match="reward_symlog must be true or false"):
+        DQNAgent(3, reward_symlog="maybe")
+    with pytest.raises(ConfigError, match="reward_clip must be a positive number or null"):
+        DQNAgent(3, reward_clip=-1)
 
 
 def test_env_follows_the_gym_api_and_refuses_work_for_a_down_node(paper5):

@@ -186,7 +186,11 @@ class DQNAgent:
         # order among bad actions, which clipping (as DQN on Atari does) flattens: with a 5x slowed
         # node, every imbalanced action clipped to the same -5 and the network learned to put a whole
         # frame on the slowed node (measured: 0.749 -> 0.843 of the oracle with one frame in flight).
-        self.reward_clip, self.reward_symlog = reward_clip, bool(reward_symlog)
+        check(isinstance(reward_symlog, bool), f"scheduler.reward_symlog must be true or false, got {reward_symlog!r}")
+        check(reward_clip is None or (isinstance(reward_clip, (int, float)) and not isinstance(reward_clip, bool)
+                                      and reward_clip > 0),
+              f"scheduler.reward_clip must be a positive number or null, got {reward_clip!r}")
+        self.reward_clip, self.reward_symlog = reward_clip, reward_symlog
         self.actions = simplex_actions(nodes, step)
         self.obs_dim = 3 * nodes + 2
         torch.manual_seed(seed)

@@ -146,7 +146,7 @@ def main(cfg: DictConfig) -> dict:
                      gamma=float(sched.gamma), buffer_size=int(t.buffer_size), batch_size=int(t.batch_size),
                      learn_every=int(sched.learn_every), target_every=int(sched.target_every), n_ref=float(sched.n_ref),
                      action_embedding=bool(sched.action_embedding), reward_clip=sched.get("reward_clip"),
-                     reward_symlog=bool(sched.get("reward_symlog", True)), seed=seed)
+                     reward_symlog=sched.get("reward_symlog", True), seed=seed)
     logger = build(cfg.logger)
     logger.start(plain_config(cfg), out_dir, name=f"train_scheduler-{topology.name}", tags=["train_scheduler", topology.name])
     loss_rows, episode_rows = [], []
