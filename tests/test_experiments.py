@@ -177,3 +177,13 @@ def test_bench_applies_methods_to_one_config() -> None:
     assert (fourk.scheduler.name, fourk.filter.name, fourk.detector.imgsz) == ("fourk", "none", 3840)
     assert (hode.scheduler.name, hode.filter.name, hode.detector.imgsz) == ("dqn", "st", 704)
     assert cfg.scheduler.name == "roundrobin"  # the base config is untouched
+
+
+def test_bench_states_infer4ks_ceiling_from_the_profiles() -> None:
+    from experiments.bench_headline import fourk_ceiling
+
+    cfg = compose_with_hydra(["runner=sim", "topology=paper5", "logger=none"])
+    assert fourk_ceiling(cfg) == pytest.approx(6.02, rel=1e-3)  # the shipped profiles: the paper's Infer-4K
+    linear = compose_with_hydra(["runner=sim", "topology=paper5", "logger=none",
+                                 "runner.backend.profiles_dir=conf/device_sets/linear4k"])
+    assert fourk_ceiling(linear) == pytest.approx(6.02 * 3.883, rel=1e-3)
