@@ -142,6 +142,16 @@ def test_pacer_follows_profile_scale_and_load_trace():
         Pacer("a", "yolov5m", profile)
 
 
+def test_pacer_batches_a_requests_tiles_after_the_first_when_asked():
+    profile = profile_from_dict({"name": "p", "models": {"yolov5n": {"tile_ms": 10.0, "frame4k_ms": 100.0,
+                                                                      "fixed_ms": 6.0, "noise": 0.0}}}, "p")
+    batched = Pacer("a", "yolov5n", profile, batched=True)
+    assert batched.target_s(TILE_PIXELS, 0, 0.001) == pytest.approx(0.010)  # a request's first tile
+    assert batched.target_s(TILE_PIXELS, 0, 0.001, in_batch=True) == pytest.approx(0.004)  # the rest: no fixed cost
+    plain = Pacer("a", "yolov5n", profile)
+    assert plain.target_s(TILE_PIXELS, 0, 0.001, in_batch=True) == pytest.approx(0.010)
+
+
 def test_worker_exits_when_its_parent_dies(tmp_path):
     """SIGKILL the process that started a worker: the worker must go too (no orphans)."""
     script = (
@@ -203,3 +213,20 @@ def _wait(cond, timeout: float = 30.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_device_loop_paces_a_requests_tiles_as_one_batch():
+    """Real yolov5n on small tiles: with batched inference the tiles after a request's first are
+    flagged and paced without the profile's fixed cost."""
+    from hode.config import build
+    from hode.edge.device import DeviceLoop, TileJob
+
+    profile = profile_from_dict({"name": "p", "models": {"yolov5n": {"tile_ms": 400.0, "frame4k_ms": 4000.0,
+                                                                      "fixed_ms": 300.0, "noise": 0.0}}}, "p")
+    loop = DeviceLoop(build(OmegaConf.create(yolov5n_config())), Pacer("a", "yolov5n", profile, batched=True))
+    tile = np.full((608, 704, 3), 120, np.uint8)
+    jobs = [TileJob(0, k, tile) for k in range(3)]
+    assert loop.run(jobs)
+    assert [j.in_batch for j in jobs] == [False, True, True] and all(j.error is None for j in jobs)
+    assert jobs[0].service_s >= 0.4  # the first waits out the whole tile time (the others are due 100 ms)
+    loop.stop()

@@ -44,6 +44,15 @@ def test_service_time_scales_with_pixels_and_noise_is_seeded():
     assert shipped.base_s("yolov5s", TILE_PIXELS // 2) == pytest.approx(p.base_s("yolov5s", TILE_PIXELS // 2), rel=1e-4)
 
 
+def test_a_batched_item_skips_the_fixed_per_inference_cost():
+    p = load_profile("jetson_nx")
+    fixed = p.fixed_ms("yolov5s") / 1000
+    for px in (TILE_PIXELS // 3, TILE_PIXELS, FRAME4K_PIXELS):
+        assert p.base_s("yolov5s", px, batched=True) == pytest.approx(p.base_s("yolov5s", px) - fixed)
+    cpu = load_profile("cpu")  # measured, no fixed part (its tile-4K line has a negative intercept)
+    assert cpu.fixed_ms("yolov5n") == 0 and cpu.base_s("yolov5n", TILE_PIXELS, batched=True) == cpu.base_s("yolov5n", TILE_PIXELS)
+
+
 def test_a_measured_profile_without_fixed_cost_scales_small_items_in_proportion():
     from hode.cluster.profiles import profile_from_dict
     p = profile_from_dict({"models": {"yolov5n": {"tile_ms": 50, "frame4k_ms": 1300, "source": "m"}}}, "cpu-like")

@@ -82,6 +82,25 @@ def test_fifo_queues_give_exact_completion_times(tmp_path):
     assert [s["items"] for s in st] == [3, 2] and [s["busy_s"] for s in st] == [pytest.approx(0.3), pytest.approx(0.5)]
 
 
+def test_batched_inference_spares_every_item_but_a_frames_first_its_fixed_cost(tmp_path):
+    sim = make_sim(tmp_path, batched_inference=True)
+    fixed = sim.core.profiles[0].fixed_ms("yolov5n") / 1000  # the tile-4K line's intercept: 51 ms of 100
+    assert 0.04 < fixed < 0.06
+    submit(sim, 0, [0, 0, 1, 0])  # node a gets three tiles of frame 0 in one batch, node b one
+    a = [c for batch in drain(sim) for c in batch if c[0] == 0]
+    assert [round(c[4] - c[3], 6) for c in a] == [0.1, round(0.1 - fixed, 6), round(0.1 - fixed, 6)]
+    submit(sim, 1, [0])  # a new frame is a new batch: its first tile pays the fixed cost again
+    (c,), = drain(sim)
+    assert c[4] - c[3] == pytest.approx(0.1)
+    (tmp_path / "plain").mkdir()
+    plain = make_sim(tmp_path / "plain")
+    submit(plain, 0, [0, 0, 1, 0])
+    assert [round(c[4] - c[3], 6) for batch in drain(plain) for c in batch if c[0] == 0] == [0.1, 0.1, 0.1]
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(ConfigError, match="batched_inference must be true or false"):
+        make_sim(tmp_path / "bad", batched_inference="yes")
+
+
 def test_detections_are_replayed_from_the_cache(tmp_path):
     sim = make_sim(tmp_path)
     its = submit(sim, 0, [0, 1])

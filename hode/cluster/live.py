@@ -108,8 +108,10 @@ class LiveBackend:
                  seed: int = 0, failover: dict | FailoverPolicy | None = None, probe_s: float = 1.0,
                  probe_timeout_s: float = 2.0, fail_after: int = 3, restart: bool = True, max_restarts: int = 3,
                  all_down_timeout_s: float = 120.0, security: dict | EdgeSecurity | None = None,
-                 chaos: list | None = None) -> None:
+                 chaos: list | None = None, batched_inference: bool = False) -> None:
         check_encoding(encoding, jpeg_quality)
+        check(isinstance(batched_inference, bool), f"runner.backend.batched_inference must be true or false, got {batched_inference!r}")
+        self.batched_inference = batched_inference
         check(time_scale == "auto" or (isinstance(time_scale, (int, float)) and time_scale > 0),
               f"runner.backend.time_scale must be 'auto' or a number > 0, got {time_scale!r}")
         check(isinstance(auto_margin, (int, float)) and auto_margin >= 1,
@@ -168,7 +170,7 @@ class LiveBackend:
             profile = read_profile(node.device, self.profiles_dir)
             profile_from_dict(profile, f"device profile '{node.device}'").timing(node.model)
         return WorkerSpec(node=node.name, detector=det, device_kind=node.device, emulate=self.emulate, profile=profile,
-                          time_scale=self.time_scale, load_trace=list(self.trace.events), host=self.bind, port=0,
+                          time_scale=self.time_scale, batched_inference=self.batched_inference, load_trace=list(self.trace.events), host=self.bind, port=0,
                           max_message_mb=self.max_message_mb, torch_threads=self.torch_threads,
                           seed=self.seed + node_index(self.topology, node), token_env=self.security.token_env,
                           token_file=self.security.token_file, tls_cert=self.security.tls_cert,

@@ -58,19 +58,22 @@ class DeviceProfile:
                               f"(has: {', '.join(self.models)})")
         return self.models[model]
 
-    def base_s(self, model: str, pixels: int) -> float:
+    def base_s(self, model: str, pixels: int, batched: bool = False) -> float:
         """Noise-free service time of one item of ``pixels`` pixels, on the line through the tile and
         the 4K figures: a fixed per-inference cost plus compute linear in pixels (how the profiles'
         estimates are built, and how YOLO behaves). Below a tile the fixed part stays, so a small edge
         crop or an Elf box is cheaper than a tile but not free; where the measured line has no fixed
         part (a negative intercept, e.g. a CPU whose 4K runs are slower per pixel), it is proportional.
-        A profile may state the fixed part itself (``fixed_ms``)."""
+        A profile may state the fixed part itself (``fixed_ms``). ``batched``: the item rides in a
+        batch behind another one, which already paid the fixed part (batched inference)."""
         t = self.timing(model)
+        fixed = self.fixed_ms(model)
         if pixels >= TILE_PIXELS:
             ms = t.tile_ms + _per_px_ms(t) * (pixels - TILE_PIXELS)
         else:
-            fixed = self.fixed_ms(model)
             ms = fixed + (t.tile_ms - fixed) * max(pixels, 1) / TILE_PIXELS
+        if batched:
+            ms = max(ms - fixed, 1e-3)
         return ms / 1000.0
 
     def fixed_ms(self, model: str) -> float:
@@ -81,9 +84,10 @@ class DeviceProfile:
             return float(t.fixed_ms)
         return min(max(t.tile_ms - _per_px_ms(t) * TILE_PIXELS, 0.0), t.tile_ms)
 
-    def service_s(self, model: str, pixels: int, rng: np.random.Generator | None = None) -> float:
+    def service_s(self, model: str, pixels: int, rng: np.random.Generator | None = None,
+                  batched: bool = False) -> float:
         """:meth:`base_s` times ``max(0.1, 1 + N(0, noise))`` when ``rng`` is given."""
-        s = self.base_s(model, pixels)
+        s = self.base_s(model, pixels, batched)
         noise = self.timing(model).noise
         if rng is not None and noise > 0:
             s *= max(0.1, 1 + rng.normal(0, noise))

@@ -3,7 +3,9 @@
 Every node is one FIFO server. An item's service time is its device profile's time for the item's
 pixel count (:meth:`DeviceProfile.base_s`), times seeded noise, times the load-trace factor of its
 frame; since a FIFO server's schedule is fixed once an item is queued, its start and finish are
-computed at submission and ``poll`` only moves the clock to the next finish. Detections are real:
+computed at submission and ``poll`` only moves the clock to the next finish. With
+``batched_inference`` a node's items of one submission run as one batch: every item after the first
+skips the profile's fixed per-inference cost (``DeviceProfile.fixed_ms``). Detections are real:
 replayed from the detection cache (:mod:`hode.detect.cache`), computed by the real detector on a
 miss. The camera sees what it would see live: queue = items sent and not yet returned, speed =
 moving average of 1 / service time of returned items; ``true_speed`` (for oracles) is the truth.
@@ -47,13 +49,18 @@ class NodeQueues:
     """
 
     def __init__(self, topology: Topology, seed: int, trace: LoadTrace, speed_alpha: float,
-                 profiles_dir: str | None = None) -> None:
+                 profiles_dir: str | None = None, batched_inference: bool = False) -> None:
+        check(isinstance(batched_inference, bool), f"runner.backend.batched_inference must be true or false, got {batched_inference!r}")
         self.nodes = topology.nodes
         n = len(self.nodes)
         self.profiles = [load_profile(nd.device, Path(profiles_dir) / f"{nd.device}.yaml" if profiles_dir else None)
                          for nd in self.nodes]
         self.noise = [p.timing(nd.model).noise for p, nd in zip(self.profiles, self.nodes)]  # fails early, naming the profile
         self.tile_s = [p.base_s(nd.model, TILE_PIXELS) for p, nd in zip(self.profiles, self.nodes)]
+        # batched inference: a node's items of one submission run as one batch, so every item after
+        # the first skips the profile's fixed per-inference cost (seconds saved, 0 when off)
+        self.batch_saving = [p.fixed_ms(nd.model) / 1000.0 if batched_inference else 0.0
+                             for p, nd in zip(self.profiles, self.nodes)]
         self.trace, self.alpha = trace, speed_alpha
         self._traced = {e["node"] for e in trace.events}
         self.traced = [i for i, nd in enumerate(self.nodes) if nd.name in self._traced]
@@ -97,9 +104,14 @@ class NodeQueues:
         """
         ready = submitted if ready is None else ready
         free, queues, outstanding, noise, zs, bases = self.free, self.queues, self.outstanding, self.noise, self._z, self._base
+        saving, in_batch = self.batch_saving, [False] * len(free)
         last = ready
         for i, px, item_id, payload in zip(nodes, pixels, item_ids, payloads if payloads is not None else repeat(None)):
             s = bases[i].get(px) or self.base(i, px)
+            if saving[i]:
+                if in_batch[i]:
+                    s = max(s - saving[i], 1e-6)
+                in_batch[i] = True
             if noise[i] > 0:
                 z = zs[i]
                 if not z:
@@ -178,7 +190,8 @@ class SimBackend:
     def __init__(self, topology: Topology, detector=None, dataset: dict | str | None = None, seed: int = 0,
                  load_trace: Sequence[dict] = (), cache_dir: str | None = None, camera_overhead="none",
                  speed_alpha: float = 0.3, profiles_dir: str | None = None, failure_trace: Sequence[dict] = (),
-                 failover: dict | FailoverPolicy | None = None, failure_detect_s: float = 0.0) -> None:
+                 failover: dict | FailoverPolicy | None = None, failure_detect_s: float = 0.0,
+                 batched_inference: bool = False) -> None:
         check(isinstance(seed, int), f"runner.backend.seed must be an integer, got {seed!r}")
         check(0 < speed_alpha <= 1, f"runner.backend.speed_alpha must be in (0, 1], got {speed_alpha!r}")
         check(camera_overhead in ("none", "measured") or (isinstance(camera_overhead, (int, float))
@@ -187,7 +200,7 @@ class SimBackend:
         self.topology, self.seed, self.camera_overhead = topology, seed, camera_overhead
         trace = load_trace if isinstance(load_trace, LoadTrace) else LoadTrace(events_list(load_trace, "runner.load_trace"))
         trace.check_nodes([n.name for n in topology])
-        self.core = NodeQueues(topology, seed, trace, speed_alpha, profiles_dir)
+        self.core = NodeQueues(topology, seed, trace, speed_alpha, profiles_dir, batched_inference)
         self.cache = DetectionCache(Path(cache_dir) if cache_dir else ROOT / ".cache" / "detections", dataset, detector)
         self._measured = camera_overhead == "measured"
         self._fixed = 0.0 if camera_overhead in ("none", "measured") else float(camera_overhead)

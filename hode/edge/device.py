@@ -42,6 +42,7 @@ class TileJob:
     compute_s: float = 0.0
     overrun: bool = False
     decode_s: float = 0.0  # the worker's decode of the payload (before the tile's turn)
+    in_batch: bool = False  # not the first tile of its request (batched inference pacing)
 
     @property
     def service_s(self) -> float:
@@ -115,9 +116,10 @@ class DeviceLoop:
         if not turn.go.is_set() and not self._wait_turn(turn, active):
             return False
         try:
-            for job in jobs:
+            for k, job in enumerate(jobs):
                 if job.cancelled or self._stop.is_set():
                     break
+                job.in_batch = k > 0
                 self._run_one(job)
                 with self._lock:
                     self._pending -= 1
@@ -153,7 +155,7 @@ class DeviceLoop:
         job.detections = self.detector.predict([job.image])[0]
         job.compute_s = time.perf_counter() - job.started
         h, w = job.image.shape[:2]
-        target = self.pacer.target_s(h * w, job.frame_id, job.compute_s, job.time_scale)
+        target = self.pacer.target_s(h * w, job.frame_id, job.compute_s, job.time_scale, job.in_batch)
         if job.time_scale > 0:
             self.last_scale = job.time_scale
         job.overrun = self.pacer.emulated and job.compute_s > target

@@ -41,6 +41,7 @@ class Pacer:
     trace: LoadTrace = field(default_factory=LoadTrace)
     time_scale: float = 1.0
     seed: int = 0
+    batched: bool = False  # tiles of one request after the first skip the profile's fixed cost
 
     def __post_init__(self) -> None:
         check(self.time_scale > 0, f"time_scale must be > 0, got {self.time_scale!r}")
@@ -56,10 +57,12 @@ class Pacer:
         """The profile's time for one full tile (device seconds, no noise, no scale)."""
         return self.profile.base_s(self.model, TILE_PIXELS) if self.profile else 0.0
 
-    def target_s(self, pixels: int, frame_id: int, compute_s: float, time_scale: float | None = None) -> float:
-        """Wall seconds the tile should take in all (the caller waits out the rest after inference)."""
+    def target_s(self, pixels: int, frame_id: int, compute_s: float, time_scale: float | None = None,
+                 in_batch: bool = False) -> float:
+        """Wall seconds the tile should take in all (the caller waits out the rest after inference).
+        ``in_batch``: the tile follows another of the same request (batched inference, when on)."""
         factor = self.trace.factor(self.node, frame_id)
         if self.profile is None:
             return compute_s * factor
         scale = time_scale if time_scale and time_scale > 0 else self.time_scale
-        return self.profile.service_s(self.model, pixels, self._rng) * factor * scale
+        return self.profile.service_s(self.model, pixels, self._rng, self.batched and in_batch) * factor * scale

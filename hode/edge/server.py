@@ -62,6 +62,7 @@ class WorkerSpec:
     profile: dict | None = None  # profile content; None: read conf/device/<device_kind>.yaml
     profiles_dir: str | None = None
     time_scale: float = 1.0  # default when a request carries none
+    batched_inference: bool = False  # pace a request's tiles as one batch (emulated devices)
     load_trace: list = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 0  # 0: any free port, reported through port_file
@@ -101,7 +102,8 @@ class WorkerSpec:
             content = self.profile if self.profile is not None else read_profile(self.device_kind, self.profiles_dir)
             profile = profile_from_dict(content, f"device profile '{self.device_kind}'")
         model = str(self.detector.get("name", "?"))
-        return Pacer(self.node, model, profile, LoadTrace(list(self.load_trace)), float(self.time_scale), self.seed)
+        return Pacer(self.node, model, profile, LoadTrace(list(self.load_trace)), float(self.time_scale), self.seed,
+                     bool(self.batched_inference))
 
 
 class Unparsable:
