@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from hode.cluster.base import Backend
 from hode.errors import HodeError, check
-from hode.filter.base import FlowFilter
+from hode.filter.base import FlowFilter, observe
 from hode.schedule.base import Scheduler
 from hode.tiling import Tiler, merge
 from hode.types import Completion, Detections, Feedback, Frame, NodeState, WorkItem
@@ -158,6 +158,8 @@ class Pipeline:
         if p.frame.index > self._last_index:
             self._last, self._last_index = dets, p.frame.index
         self._counts[p.frame.index] = self.tiler.counts(dets, H, W)
+        if self.scheduler.uses_filter:
+            observe(self.filter, self._counts[p.frame.index], p.keep)  # the mask that produced these counts
         for k in sorted(self._counts)[:-self.history_len]:
             del self._counts[k]
         rec = FrameRecord(p.frame.index, dets, p.frame.gt, p.submitted, finished, p.tiles_total, len(p.items), p.keep)

@@ -61,6 +61,13 @@ def test_threshold_decides_the_mask(tmp_path):
     assert not STFilter(str(path), threshold=1.0)(h).any()
 
 
+def step(f: STFilter, h: np.ndarray) -> np.ndarray:
+    """One frame of a one-in-flight loop: decide, then the frame comes back with ``h[-1]``."""
+    keep = f(h)
+    f.observe(h[-1], keep)
+    return keep
+
+
 def test_probing_looks_at_a_stale_tile_again(tmp_path):
     net = STNet(1, 2, channels=2, units=0, memory=False)
     with torch.no_grad():  # a net that says p = sigmoid(-3) ~ 0.05 everywhere
@@ -70,10 +77,11 @@ def test_probing_looks_at_a_stale_tile_again(tmp_path):
     path = save_checkpoint(tmp_path / "f.ckpt", net, {"threshold": 0.5, "probe_threshold": 0.01, "probe_every": 3})
     f = STFilter(str(path))
     h = np.zeros((5, 1, 2), np.float32)
-    f(h[:0])  # new video: all kept
-    masks = [bool(f(h).any()) for _ in range(9)]
+    f.observe(h[-1], f(h[:0]))  # new video: all kept
+    masks = [bool(step(f, h).any()) for _ in range(9)]
     assert masks == [False, False, False, True, False, False, False, True, False]
-    assert not any(STFilter(str(path), probe_threshold=0.1)(h).any() for _ in range(9))
+    g = STFilter(str(path), probe_threshold=0.1)
+    assert not any(step(g, h).any() for _ in range(9))
 
 
 def test_base_ablation_takes_comp1s_mask_or_adds_it_to_the_nets(tmp_path):
@@ -91,8 +99,8 @@ def test_base_ablation_takes_comp1s_mask_or_adds_it_to_the_nets(tmp_path):
         net.bias.fill_(-3.0)
     glob = save_checkpoint(tmp_path / "g.ckpt", net, {"threshold": 0.5, "probe_threshold": 0.01, "probe_every": 3})
     f, z = STFilter(str(glob), base="comp1"), np.zeros((5, 1, 2), np.float32)
-    f(z[:0])
-    assert [bool(f(z).any()) for _ in range(9)] == [False, False, False, True, False, False, False, True, False]
+    f.observe(z[-1], f(z[:0]))
+    assert [bool(step(f, z).any()) for _ in range(9)] == [False, False, False, True, False, False, False, True, False]
     with pytest.raises(HodeError, match="filter.base must be one of net, comp1, net_or_comp1"):
         STFilter(str(path), base="comp2")
 
@@ -138,3 +146,23 @@ def test_run_py_reports_a_bad_checkpoint_in_one_line(tmp_path):
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "not a flow-filter checkpoint" in lines[0], r.stderr[-2000:]
+
+
+def test_memory_counts_looks_when_sent_and_learns_from_each_returned_frames_own_mask():
+    """With frames in flight the history's latest row is an older frame's than the filter's latest
+    mask: a tile counts as looked at once its look is sent, and the walk-in evidence pairs each
+    returned frame's counts with that frame's own mask."""
+    f = STFilter(SHIPPED)
+    assert f.prober is not None
+    first = f(np.zeros((0, 5, 8), np.float32))  # frame 0, a new video: every tile
+    assert first.all() and f.memory.since_kept.sum() == 0
+    skipped = np.ones((5, 8), bool)
+    skipped[2, 3] = False
+    f.memory.decided(skipped)  # as if frame 1 had skipped tile (2, 3): it ages at once
+    assert f.memory.since_kept[2, 3] == 1 and f.memory.since_kept.sum() == 1
+    counts = np.zeros((5, 8), np.float32)
+    counts[4, 1] = 2
+    f.observe(counts, first)  # frame 0 comes back: its own mask looked everywhere
+    assert f.memory.since_occupied[4, 1] == 0 and f.memory.since_occupied[0, 0] > 0
+    assert f.prober.empty[2, 3] == 1 and f.prober.empty[4, 1] == 0  # tile (2, 3) was looked at and empty
+    assert f.memory.since_kept[2, 3] == 1  # coming back does not undo the later decision

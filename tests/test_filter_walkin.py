@@ -58,12 +58,38 @@ def test_st_probes_only_where_people_walk_in(tmp_path):
     assert policy["walkin_prior"] == prior and policy["walkin_beta"] == 1.0
     f = STFilter(str(path))
     h = np.zeros((5, 2, 3), np.float32)
-    keeps = np.stack([f(h) for _ in range(12)])
+    keeps = []
+    for _ in range(12):  # a one-in-flight loop: each frame comes back before the next decision
+        keeps.append(f(h))
+        f.observe(h[-1], keeps[-1])
+    keeps = np.stack(keeps)
     assert keeps[:, 1, 0].sum() >= 4  # period sqrt(2/0.5) = 2: probed about every other frame
     assert not keeps[:, 0, :].any() and not keeps[:, 1, 1:].any()  # never-entered cells: never probed
     assert not STFilter(str(path), walkin=False)(h).any()  # the global rule (no probing) instead
     with pytest.raises(WeightsError, match="walk-in prior for a 2x3"):
         STFilter(str(path), walkin=True).check_grid((3, 3))
+
+
+def test_a_probe_still_in_flight_is_not_sent_again(tmp_path):
+    net = STNet(2, 3, channels=4, units=1, memory=False, fusion="shared")
+    for prm in net.parameters():
+        prm.data.zero_()
+    net.bias.data.fill_(-20.0)
+    path = save_checkpoint(tmp_path / "w.ckpt", net, {"threshold": 0.5, "walkin_prior": [[0.0] * 3, [0.5, 0.0, 0.0]],
+                                                      "walkin_beta": 1.0, "walkin_strength": 1e6})
+    h = np.zeros((5, 2, 3), np.float32)
+
+    def probes(in_flight: int) -> list[int]:
+        f, sent = STFilter(str(path)), []
+        for _ in range(24):  # each frame comes back in_flight decisions later
+            sent.append(f(h))
+            if len(sent) >= in_flight:
+                f.observe(h[-1], sent[len(sent) - in_flight])
+        return np.flatnonzero(np.stack(sent)[5:, 1, 0]).tolist()
+
+    for k in (1, 2, 4):  # the same probe period whatever the frames in flight: no burst of re-sends
+        gaps = np.diff(probes(k))
+        assert len(gaps) >= 4 and set(gaps.tolist()) == {3}, (k, gaps)
 
 
 def test_refit_chooses_the_walkin_knob_on_validation(tmp_path, monkeypatch):

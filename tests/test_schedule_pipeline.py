@@ -57,3 +57,40 @@ def test_elf_crops_around_the_last_boxes(cache_dir):
     assert len(trace.records) == 3
     assert sent[0][0] == ["tile"] * 4  # nothing seen yet: every tile
     assert any(set(kinds) == {"crop"} for kinds, _ in sent[1:])  # then crops of the expanded last boxes
+
+
+class _MaskSpy:
+    """A stateful filter that records what it decided and what it was told came back."""
+
+    name = "spy"
+
+    def __init__(self) -> None:
+        self.given, self.seen = [], []
+
+    def __call__(self, history, truth=None):
+        keep = np.ones(history.shape[1:], bool)
+        keep.flat[len(self.given) % keep.size] = False  # a different mask for every frame
+        self.given.append(keep)
+        return keep
+
+    def observe(self, counts, keep):
+        self.seen.append((np.array(counts), np.array(keep)))
+
+
+def test_with_two_frames_in_flight_a_filter_learns_each_frames_own_mask(cache_dir):
+    """The history's latest row is then frame t-2's while the filter's latest mask is t-1's: a
+    stateful filter must be told which mask produced which counts (hode.filter.base.observe)."""
+    cfg = compose_config(["scheduler=salbs", "runner=sim", "topology=local2", "dataset.frames=4",
+                          f"runner.backend.cache_dir={cache_dir}"])
+    topology = build(cfg.topology)
+    backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
+    spy, tiler = _MaskSpy(), build(cfg.tiling)
+    backend.start()
+    try:
+        trace = Pipeline(tiler, spy, build(cfg.scheduler), backend, in_flight=2, progress=False).run(build(cfg.dataset))
+    finally:
+        backend.close()
+    assert len(spy.seen) == len(trace.records) == 4
+    for (counts, keep), rec in zip(spy.seen, trace.records):  # both in the order frames came back
+        np.testing.assert_array_equal(keep, spy.given[rec.index])
+        np.testing.assert_array_equal(counts, tiler.counts(rec.detections, 768, 1024))

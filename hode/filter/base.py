@@ -19,6 +19,17 @@ class FlowFilter(Protocol):
     def __call__(self, history: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray: ...
 
 
+def observe(flt, counts: np.ndarray, keep: np.ndarray) -> None:
+    """Tell ``flt`` that a frame it decided on came back: its detected ``counts`` per tile and the
+    ``keep`` mask that produced them. A stateful filter (one that remembers which tiles it looked
+    at) learns from these pairs, not from the history it is given: with several frames in flight
+    the history's latest row is an older frame's than the filter's latest mask. Stateless filters
+    need no ``observe`` method."""
+    fn = getattr(flt, "observe", None)
+    if fn is not None:
+        fn(counts, keep)
+
+
 class KeepAll:
     """``filter=none``: every tile is detected (the paper's plain parallel offloading)."""
 

@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from hode.filter.base import observe
 from hode.filter.tracks import TrackSequence
 from hode.tiling import Tiler, cell_counts
 
@@ -71,6 +72,7 @@ def run_loop(flt, seq: TrackSequence, tiler: Tiler, closed: bool, history_len: i
             seen.append(cell_counts(found, H, W, tiler.tile))
         else:
             seen.append(truth_counts[t])
+        observe(flt, seen[-1], keep)
     return LoopResult(np.stack(keeps), truth_counts > 0, secs)
 
 

@@ -94,6 +94,9 @@ class GuardedFilter:
     def reset(self) -> None:
         self.guard.reset()
 
+    def observe(self, counts: np.ndarray, keep: np.ndarray) -> None:
+        """A decided frame came back (:func:`hode.filter.base.observe`); stateless filters ignore it."""
+
     def __call__(self, history: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
         history = np.asarray(history, np.float32)
         check(history.ndim == 3, f"filter {self.name}: history must be (T, rows, cols), got shape {history.shape}")
@@ -115,3 +118,8 @@ class Guarded(GuardedFilter):
         super().reset()
         if hasattr(self.inner, "reset"):
             self.inner.reset()
+
+    def observe(self, counts: np.ndarray, keep: np.ndarray) -> None:
+        from hode.filter.base import observe
+
+        observe(self.inner, counts, keep)

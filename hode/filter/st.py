@@ -115,7 +115,6 @@ class STFilter(GuardedFilter):
         self.net = net.eval()
         self.trend = net.arch["trend"]
         self.memory = TileMemory()
-        self._last_keep: np.ndarray | None = None
         self._warned = False
         if walkin is False:
             policy["walkin_prior"] = None
@@ -158,10 +157,17 @@ class STFilter(GuardedFilter):
 
     def reset(self) -> None:
         super().reset()
-        self._last_keep = None
         self.memory.since_kept = None
         if self.prober is not None:
             self.prober.reset()
+
+    def observe(self, counts: np.ndarray, keep: np.ndarray) -> None:
+        """A frame came back: what its keep mask found updates the per-tile memory and walk-in
+        evidence. Pairs, not the history, because with K frames in flight the history's latest
+        row is frame t-K's while the filter's latest mask is frame t-1's."""
+        self.memory.observed(counts)
+        if self.prober is not None:
+            self.prober.update(counts, keep)
 
     def logits(self, history: np.ndarray) -> np.ndarray:
         """Per-tile logits for the frame after ``history`` (at least ``trend`` frames)."""
@@ -174,9 +180,7 @@ class STFilter(GuardedFilter):
         self.check_grid(history.shape[1:])
         if len(history) == 0:
             self.reset()  # a new video
-        self.memory.update(history, self._last_keep)
-        if self.prober is not None and len(history):
-            self.prober.update(history[-1], self._last_keep)
+        self.memory.ensure(history.shape[1:])
         if len(history) < self.trend:
             if not self._warned and self.guard._step > 4 * self.trend:
                 log.warning("filter %s keeps every tile: it needs %d frames of history, the pipeline gives %d "
@@ -196,5 +200,5 @@ class STFilter(GuardedFilter):
 
     def __call__(self, history: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
         keep = super().__call__(history, truth)
-        self._last_keep = keep  # what was really detected, guards included: the next frame's memory
+        self.memory.decided(keep)  # guards included: what will really be detected
         return keep
