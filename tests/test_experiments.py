@@ -187,3 +187,10 @@ def test_bench_states_infer4ks_ceiling_from_the_profiles() -> None:
     linear = compose_with_hydra(["runner=sim", "topology=paper5", "logger=none",
                                  "runner.backend.profiles_dir=conf/device_sets/linear4k"])
     assert fourk_ceiling(linear) == pytest.approx(6.02 * 3.883, rel=1e-3)
+
+
+def test_infer4k_reaches_its_ceiling_in_a_long_replay_run() -> None:
+    from experiments.bench_headline import fourk_ceiling, fourk_long_run
+
+    cfg = compose_with_hydra(["runner=sim", "topology=paper5", "logger=none"])
+    assert 0.95 * fourk_ceiling(cfg) < fourk_long_run(cfg, frames=1000) <= 1.02 * fourk_ceiling(cfg)
