@@ -170,7 +170,8 @@ class LiveBackend:
             profile = read_profile(node.device, self.profiles_dir)
             profile_from_dict(profile, f"device profile '{node.device}'").timing(node.model)
         return WorkerSpec(node=node.name, detector=det, device_kind=node.device, emulate=self.emulate, profile=profile,
-                          time_scale=self.time_scale, batched_inference=self.batched_inference, load_trace=list(self.trace.events), host=self.bind, port=0,
+                          time_scale=self.time_scale, batched_inference=self.batched_inference,
+                          load_trace=list(self.trace.events), host=self.bind, port=0,
                           max_message_mb=self.max_message_mb, torch_threads=self.torch_threads,
                           seed=self.seed + node_index(self.topology, node), token_env=self.security.token_env,
                           token_file=self.security.token_file, tls_cert=self.security.tls_cert,

@@ -57,10 +57,9 @@ class NodeQueues:
                          for nd in self.nodes]
         self.noise = [p.timing(nd.model).noise for p, nd in zip(self.profiles, self.nodes)]  # fails early, naming the profile
         self.tile_s = [p.base_s(nd.model, TILE_PIXELS) for p, nd in zip(self.profiles, self.nodes)]
-        # batched inference: a node's items of one submission run as one batch, so every item after
-        # the first skips the profile's fixed per-inference cost (seconds saved, 0 when off)
-        self.batch_saving = [p.fixed_ms(nd.model) / 1000.0 if batched_inference else 0.0
-                             for p, nd in zip(self.profiles, self.nodes)]
+        # batched inference: a node's items of one submission run as one batch, every item after the
+        # first without the profile's fixed per-inference cost (nodes whose profile has one)
+        self.batching = [batched_inference and p.fixed_ms(nd.model) > 0 for p, nd in zip(self.profiles, self.nodes)]
         self.trace, self.alpha = trace, speed_alpha
         self._traced = {e["node"] for e in trace.events}
         self.traced = [i for i, nd in enumerate(self.nodes) if nd.name in self._traced]
@@ -88,9 +87,11 @@ class NodeQueues:
         return out
 
     def base(self, i: int, pixels: int) -> float:
+        """Noise-free service time on node ``i``, cached per pixel count; ``-pixels`` is the same
+        item riding in a batch behind another one."""
         b = self._base[i].get(pixels)
         if b is None:
-            b = self._base[i][pixels] = self.profiles[i].base_s(self.nodes[i].model, pixels)
+            b = self._base[i][pixels] = self.profiles[i].base_s(self.nodes[i].model, abs(pixels), pixels < 0)
         return b
 
     def enqueue(self, frame_id: int, item_ids: Sequence[int], nodes: Sequence[int], pixels: Sequence[int],
@@ -104,14 +105,15 @@ class NodeQueues:
         """
         ready = submitted if ready is None else ready
         free, queues, outstanding, noise, zs, bases = self.free, self.queues, self.outstanding, self.noise, self._z, self._base
-        saving, in_batch = self.batch_saving, [False] * len(free)
+        batching, in_batch = self.batching, [False] * len(free)
         last = ready
         for i, px, item_id, payload in zip(nodes, pixels, item_ids, payloads if payloads is not None else repeat(None)):
-            s = bases[i].get(px) or self.base(i, px)
-            if saving[i]:
-                if in_batch[i]:
-                    s = max(s - saving[i], 1e-6)
+            if batching[i]:
+                px_key = -px if in_batch[i] else px
                 in_batch[i] = True
+                s = bases[i].get(px_key) or self.base(i, px_key)
+            else:
+                s = bases[i].get(px) or self.base(i, px)
             if noise[i] > 0:
                 z = zs[i]
                 if not z:
