@@ -39,3 +39,14 @@ def small_frames():
     from hode.data.synthetic import SyntheticCrowd
 
     return list(SyntheticCrowd(width=1024, height=768, frames=5, seed=3))
+
+
+@pytest.fixture(scope="module")
+def worker():
+    """``(process, client)`` of the session's shared edge worker (tests/test_edge_support.py), serving."""
+    from test_edge_support import shared_worker, wait_serving
+
+    proc = shared_worker()
+    client = wait_serving(proc)
+    yield proc, client
+    client.close()

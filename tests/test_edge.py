@@ -19,15 +19,7 @@ from hode.edge.codec import PayloadError, decode_tile, encode_tile
 from hode.edge.pacing import Pacer
 from hode.errors import ConfigError
 
-from test_edge_support import FAST, running, shared_worker, wait_serving, yolov5n_config
-
-
-@pytest.fixture(scope="module")
-def worker():
-    proc = shared_worker()
-    client = wait_serving(proc)
-    yield proc, client
-    client.close()
+from test_edge_support import FAST, running, yolov5n_config
 
 
 @pytest.fixture(scope="module")

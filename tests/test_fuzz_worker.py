@@ -14,7 +14,7 @@ import pytest
 from hode.edge import worker_pb2 as pb
 from hode.edge.codec import encode_tile
 
-from test_edge_support import running, shared_worker, wait_serving
+from test_edge_support import running
 
 REQUESTS = 5000
 TIME_LIMIT_S = 90  # a hard stop for a very slow machine; about 10 s on a quiet 2-core one
@@ -24,14 +24,6 @@ REFERENCE_EVERY = 250
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
            grpc.StatusCode.UNIMPLEMENTED}
 FAST_SCALE = 0.01  # valid fuzzed tiles are paced at 1% of the profile: the device is never the bottleneck
-
-
-@pytest.fixture(scope="module")
-def worker():
-    proc = shared_worker()
-    client = wait_serving(proc)
-    yield proc, client
-    client.close()
 
 
 def scene_tile(h: int = 48, w: int = 64) -> np.ndarray:
