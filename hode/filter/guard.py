@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hode.errors import check
-from hode.filter.base import FlowFilter
+from hode.filter.base import FlowFilter, observe
 
 
 def dilate(mask: np.ndarray, r: int) -> np.ndarray:
@@ -120,6 +120,4 @@ class Guarded(GuardedFilter):
             self.inner.reset()
 
     def observe(self, counts: np.ndarray, keep: np.ndarray) -> None:
-        from hode.filter.base import observe
-
         observe(self.inner, counts, keep)
