@@ -127,6 +127,10 @@ def test_paper5_topology_and_serve_task_build(cfg_factory):
 
     spec = spec_from_config(cfg_factory(["task=serve", "detector=yolov5s", "task.port=0"]))
     assert spec.detector["name"] == "yolov5s" and spec.host == "127.0.0.1" and not spec.emulate
+    batched = spec_from_config(cfg_factory(["task=serve", "task.emulate=true", "task.batched_inference=true"]))
+    assert batched.pacer().batched and not spec.pacer().batched  # a standalone worker paces batches too
+    with pytest.raises(ConfigError, match="batched_inference must be true or false"):
+        spec_from_config(cfg_factory(["task=serve", "task.batched_inference=maybe"]))
 
 
 def test_ctrl_c_during_a_live_run_leaves_no_worker(cfg_factory, profiles, tmp_path, monkeypatch):

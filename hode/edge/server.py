@@ -88,6 +88,8 @@ class WorkerSpec:
               f"max_message_mb must be a positive integer, got {self.max_message_mb!r}")
         check(isinstance(self.time_scale, (int, float)) and self.time_scale > 0,
               f"time_scale must be a number > 0, got {self.time_scale!r}")
+        check(isinstance(self.batched_inference, bool),
+              f"batched_inference must be true or false, got {self.batched_inference!r}")
         self.security()  # a bad or literal-secret setting fails here, before anything loads
 
     def security(self) -> EdgeSecurity:
@@ -103,7 +105,7 @@ class WorkerSpec:
             profile = profile_from_dict(content, f"device profile '{self.device_kind}'")
         model = str(self.detector.get("name", "?"))
         return Pacer(self.node, model, profile, LoadTrace(list(self.load_trace)), float(self.time_scale), self.seed,
-                     bool(self.batched_inference))
+                     self.batched_inference)
 
 
 class Unparsable:

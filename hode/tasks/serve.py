@@ -14,6 +14,7 @@ def spec_from_config(cfg: DictConfig) -> WorkerSpec:
     t = cfg.task
     return WorkerSpec(node=str(t.node), detector=OmegaConf.to_container(cfg.detector, resolve=True),
                       device_kind=str(t.device_kind), emulate=bool(t.emulate), time_scale=float(t.time_scale),
+                      batched_inference=t.get("batched_inference", False),
                       load_trace=OmegaConf.to_container(t.load_trace, resolve=True), host=str(t.host), port=int(t.port),
                       max_message_mb=int(t.max_message_mb), max_side=int(t.max_side), torch_threads=int(t.torch_threads),
                       seed=int(cfg.get("seed", 0)), **{k: t.get(k) for k in SECURITY_KEYS})
