@@ -104,18 +104,25 @@ def component_times(cfg: DictConfig, run: dict, reps: int) -> dict:
     return {"filter_ms_median": flt_ms, "schedule_ms_median": sched_ms, "reps": reps, "tiles": len(items)}
 
 
-def simulator_speed(cfg: DictConfig, replay_frames: int) -> dict:
-    """Frames per wall second of the simulator's replay path with HODE's scheduler (no detections)."""
+def timed_replay(cfg: DictConfig, frames: int, windows: list, in_flight: int):
+    """``(ReplayRun, wall s)``: ``frames`` frames of ``cfg``'s scheduler through a fresh simulator's
+    replay path (no detections counted)."""
     from hode.cluster.sim_replay import replay
 
     sim = build(cfg.runner.backend, topology=build(cfg.topology), detector=cfg.detector, _recursive_=False)
     sim.start()
+    try:
+        t0 = time.perf_counter()
+        out = replay(sim, build(cfg.scheduler), list(range(frames)), windows, in_flight=in_flight, count_detections=False)
+        return out, time.perf_counter() - t0
+    finally:
+        sim.close()
+
+
+def simulator_speed(cfg: DictConfig, replay_frames: int) -> dict:
+    """Frames per wall second of the simulator's replay path with HODE's scheduler (no detections)."""
     windows = [t.window for t in build(cfg.tiling).tiles(int(cfg.dataset.height), int(cfg.dataset.width))]
-    t0 = time.perf_counter()
-    out = replay(sim, build(cfg.scheduler), list(range(replay_frames)), windows, in_flight=int(cfg.runner.in_flight),
-                 count_detections=False)
-    wall = time.perf_counter() - t0
-    sim.close()
+    out, wall = timed_replay(cfg, replay_frames, windows, int(cfg.runner.in_flight))
     return {"frames": replay_frames, "wall_s": wall, "frames_per_s": replay_frames / wall, "virtual_fps": out.fps}
 
 
@@ -154,17 +161,8 @@ def fourk_ceiling(cfg: DictConfig) -> float:
 def fourk_long_run(cfg: DictConfig, frames: int = 2000, in_flight: int = 16) -> float:
     """Infer-4K's fps over ``frames`` frames on the simulator's replay path (whole frames, so no
     detections are needed): its capacity without the ramp-up and drain of a short camera-loop run."""
-    from hode.cluster.sim_replay import replay
-
     mc = with_method(cfg, "fourk")
-    sim = build(mc.runner.backend, topology=build(mc.topology), detector=mc.detector, _recursive_=False)
-    sim.start()
-    try:
-        h, w = int(mc.dataset.height), int(mc.dataset.width)
-        return replay(sim, build(mc.scheduler), list(range(frames)), [(0, 0, w, h)], in_flight=in_flight,
-                      count_detections=False).fps
-    finally:
-        sim.close()
+    return timed_replay(mc, frames, [(0, 0, int(mc.dataset.width), int(mc.dataset.height))], in_flight)[0].fps
 
 
 def bench(cfg: DictConfig, replay_frames: int = 5000, reps: int = 500, in_flight: list[int] | None = None) -> dict:

@@ -23,7 +23,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-
 from hode.cluster.sim_replay import replay
 from hode.config import ROOT, build, compose_config
 from hode.pipeline import Pipeline

@@ -58,16 +58,18 @@ def base_overrides(args) -> list[str]:
     return over + list(args.overrides)
 
 
+def scheduler_overrides(args, scheduler: str) -> list[str]:
+    """``scheduler=<name>``, and ``--dqn-ckpt`` for the DQN."""
+    return [f"scheduler={scheduler}"] + ([f"scheduler.ckpt={args.dqn_ckpt}"] if scheduler == "dqn" and args.dqn_ckpt else [])
+
+
 # ----- 1. the camera loop ------------------------------------------------------------------------
 
 def run_pipeline(args, scheduler: str, flt: str, trace: list[dict], frames: list) -> dict:
     from hode.tasks.run import build_pipeline, summarize
     from hode.tasks.run import run_pipeline as run_built  # this function has the same name
 
-    over = base_overrides(args) + [f"scheduler={scheduler}", f"filter={flt}"]
-    if scheduler == "dqn" and args.dqn_ckpt:
-        over.append(f"scheduler.ckpt={args.dqn_ckpt}")
-    cfg = compose_config(over)
+    cfg = compose_config(base_overrides(args) + scheduler_overrides(args, scheduler) + [f"filter={flt}"])
     with open_dict(cfg):
         cfg.runner.load_trace = trace
     pipeline, backend = build_pipeline(cfg, progress=False)
@@ -147,7 +149,7 @@ def replay_part(args, log) -> dict:
                               ("dynamic, full tiles", dyn, True)):
         rows = []
         for s in [x for x in args.schedulers if x != "elf"]:
-            cfg = compose_config(base_overrides(args) + [f"scheduler={s}"] + ([f"scheduler.ckpt={args.dqn_ckpt}"] if s == "dqn" and args.dqn_ckpt else []))
+            cfg = compose_config(base_overrides(args) + scheduler_overrides(args, s))
             with open_dict(cfg):
                 cfg.runner.load_trace = trace
             topology = build(cfg.topology)
@@ -193,8 +195,7 @@ def decision_part(args, log) -> dict:
         cases.append((work, nodes))
     out = {}
     for s in [x for x in args.schedulers if x not in NO_FILTER]:
-        over = base_overrides(args) + [f"scheduler={s}"] + ([f"scheduler.ckpt={args.dqn_ckpt}"] if s == "dqn" and args.dqn_ckpt else [])
-        sched = build(compose_config(over).scheduler)
+        sched = build(compose_config(base_overrides(args) + scheduler_overrides(args, s)).scheduler)
         sched.assign(*cases[0])  # loads the checkpoint
         times = []
         for work, nodes in cases:

@@ -142,11 +142,12 @@ def main(cfg: DictConfig) -> dict:
     topology = build(cfg.topology)
     seed = int(cfg.seed)
     env = make_env(cfg, sched, topology, seed)
+    symlog = sched.get("reward_symlog", True)  # a config from before the option: the agent's default
     agent = DQNAgent(len(topology), step=float(sched.step), hidden=int(sched.hidden), lr=float(t.lr),
                      gamma=float(sched.gamma), buffer_size=int(t.buffer_size), batch_size=int(t.batch_size),
                      learn_every=int(sched.learn_every), target_every=int(sched.target_every), n_ref=float(sched.n_ref),
                      action_embedding=bool(sched.action_embedding), reward_clip=sched.get("reward_clip"),
-                     reward_symlog=sched.get("reward_symlog", True), seed=seed)
+                     reward_symlog=symlog, seed=seed)
     logger = build(cfg.logger)
     logger.start(plain_config(cfg), out_dir, name=f"train_scheduler-{topology.name}", tags=["train_scheduler", topology.name])
     loss_rows, episode_rows = [], []
@@ -168,7 +169,7 @@ def main(cfg: DictConfig) -> dict:
     meta = {"topology": topology.name, "nodes": [n.name for n in topology], "models": [n.model for n in topology],
             "devices": [n.device for n in topology], "steps": int(t.steps), "seed": seed,
             "lambda1": float(sched.lambda1), "lambda2": float(sched.lambda2), "gamma": float(sched.gamma),
-            "reward_clip": sched.get("reward_clip"), "reward_symlog": bool(sched.get("reward_symlog", True))}
+            "reward_clip": sched.get("reward_clip"), "reward_symlog": symlog}
     agent.save(ckpt, **meta)
     _write_csv(out_dir / "loss.csv", loss_rows, ["step", "loss", "epsilon", "q_mean"])
     _write_csv(out_dir / "episodes.csv", episode_rows, ["step", "episode", "episode_reward", "episode_fps"])
