@@ -134,3 +134,41 @@ def test_the_shipped_paper_profiles_are_the_linear_set_calibrated_to_the_papers_
         for px in (TILE_PIXELS, TILE_PIXELS // 3):  # tiles and small crops cost what the linear fit says
             assert shipped.base_s(n.model, px) == pytest.approx(linear.base_s(n.model, px), rel=1e-3)
     assert not (tmp_path / "cpu.yaml").exists()  # a measured profile is not calibrated
+
+
+def test_fixed_cost_from_one_batch_hand_computed():
+    from hode.tasks.profile import fixed_from_batch
+
+    # fixed 4 + per-tile 2: one tile 6 ms, a batch of 8 costs 4 + 16 = 20 ms
+    assert fixed_from_batch(6.0, 20.0, 8) == pytest.approx(4.0)
+    assert fixed_from_batch(6.0, 48.0, 8) == 0.0  # batching bought nothing (a busy CPU): no fixed part
+    assert fixed_from_batch(6.0, 4.0, 8) == 6.0  # clipped: never more than a tile
+
+
+def test_task_profile_times_a_real_batch_and_writes_its_fixed_cost(tmp_path):
+    """Real yolov5n on this machine: one tile, one batch of two, one 4K frame; the YAML loads."""
+    from omegaconf import OmegaConf
+
+    from hode.config import compose_config
+    from hode.tasks.profile import measure, to_yaml
+    from hode.data.synthetic import SyntheticCrowd
+
+    cfg = compose_config(["task=profile"])
+    frame = next(iter(SyntheticCrowd(frames=1, seed=0))).image
+    m = measure("yolov5n", cfg.detector, frame, warmup=1, runs=2, frame4k_runs=1, batch=2)
+    assert m["batch"] == 2 and len(m["batch_runs_ms"]) == 1 and 0 <= m["fixed_ms"] <= m["tile_ms"]
+    m["source"] = "test"
+    f = tmp_path / "box.yaml"
+    f.write_text(to_yaml("box", "test", {"yolov5n": m}))
+    assert load_profile("box", f).fixed_ms("yolov5n") == pytest.approx(m["fixed_ms"])
+    assert OmegaConf.load(f).models.yolov5n.fixed_ms == m["fixed_ms"]
+
+
+@pytest.mark.parametrize("batch", [1, -2, "eight"])
+def test_task_profile_refuses_a_bad_batch(batch, repo_root, tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "run.py", "task=profile", f"task.batch={batch}", "logger=none",
+                        f"hydra.run.dir={tmp_path}"], cwd=repo_root, capture_output=True, text=True, timeout=120)
+    assert p.returncode != 0 and "task.batch must be 0" in p.stderr.strip().splitlines()[-1]
