@@ -99,8 +99,8 @@ def fig3(jobs: list[Job], out: Path) -> Section:
             bars = ax.bar(xs, [v or 0 for v in vals], w, color=COLORS[k % len(COLORS)], label=m,
                           hatch=None, edgecolor="white")
             for b, d in zip(bars, names):
-                if "(measured)" not in d:
-                    b.set_hatch("//")  # shipped profile: estimate or public figure, not measured here
+                if "(measured)" not in d and not str(devices[d]["source"]).startswith("measured"):
+                    b.set_hatch("//")  # shipped profile: estimate or public figure, not a measurement
             bar_labels(ax, bars, vals, "{:.0f}")
         ax.axhline(paper.SLOW_4K_MS, color=PAPER_COLOR, ls="--", lw=1, label="paper: > 500 ms on some devices")
         ax.set_yscale("log")
@@ -117,7 +117,8 @@ def fig3(jobs: list[Job], out: Path) -> Section:
         s.tables.append(f"{d}: one padded 512 tile (704x608): " + ", ".join(
             f"{m} {fmt(t, 1)} ms" for m, t in v["tile"].items()) + ".")
     s.setup = setup_lines(next((j for j in jobs if j.status == "ok"), None)) if measured else []
-    s.notes.append("Hatched bars are the shipped device profiles (conf/device/*.yaml): public figures or estimates, "
-                   "each profile's source column says which; solid bars were measured by this sweep (task=profile).")
+    s.notes.append("Hatched bars are the shipped device profiles (conf/device/*.yaml) that hold public figures or "
+                   "estimates, each profile's source column says which; solid bars were measured by task=profile: "
+                   "by this sweep ('(measured)') or earlier, on another machine (the shipped cpu and h200 profiles).")
     s.notes += failed_lines(jobs)
     return s
