@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from hode.cluster.base import Backend
 from hode.errors import HodeError, check
-from hode.filter.base import FlowFilter, observe
+from hode.filter.base import FlowFilter, observe, see
 from hode.schedule.base import Scheduler
 from hode.tiling import Tiler, merge
 from hode.types import Completion, Detections, Feedback, Frame, NodeState, WorkItem
@@ -110,6 +110,7 @@ class Pipeline:
         history = self._history(grid)
         truth = self.tiler.counts(frame.gt, H, W) if frame.gt is not None else None
         if self.scheduler.uses_filter:
+            see(self.filter, frame.image, self.tiler.tile)  # the pixels, for filters that also look at them
             keep = np.asarray(self.filter(history, truth), bool)
             if keep.shape != grid:
                 raise HodeError(f"filter returned a {keep.shape} mask for a {grid} tile grid")
@@ -159,7 +160,8 @@ class Pipeline:
             self._last, self._last_index = dets, p.frame.index
         self._counts[p.frame.index] = self.tiler.counts(dets, H, W)
         if self.scheduler.uses_filter:
-            observe(self.filter, self._counts[p.frame.index], p.keep)  # the mask that produced these counts
+            newest = p.frame.index == self._last_index  # an older frame's boxes would be stale
+            observe(self.filter, self._counts[p.frame.index], p.keep, dets.boxes if newest else None)
         for k in sorted(self._counts)[:-self.history_len]:
             del self._counts[k]
         rec = FrameRecord(p.frame.index, dets, p.frame.gt, p.submitted, finished, p.tiles_total, len(p.items), p.keep)

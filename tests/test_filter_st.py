@@ -14,6 +14,7 @@ from hode.filter.net import STNet
 from hode.filter.st import STFilter, load_checkpoint, save_checkpoint
 
 SHIPPED = ROOT / "weights" / "filter_st_synthetic.ckpt"
+WALKIN = ROOT / "weights" / "filter_st_walkin.ckpt"  # the previous shipped policy: per-tile walk-in probing
 
 
 @pytest.mark.parametrize("grid", [(1, 1), (2, 3), (5, 8), (9, 16)])
@@ -50,7 +51,7 @@ def test_checkpoint_round_trip(tmp_path):
     x, m = torch.rand(2, 5, 2, 3), torch.rand(2, 2, 2, 3)
     assert torch.allclose(net(x, m), loaded(x, m))
     f = STFilter(str(path), probe_every=0)
-    assert f.policy == {"threshold": 0.3, "probe_threshold": 0.01, "probe_every": 0}  # config overrides ckpt
+    assert f.policy == {"threshold": 0.3, "probe_threshold": 0.01, "probe_every": 0, "base": "net"}  # config overrides ckpt
     assert path.stat().st_size < 64 * 1024
 
 
@@ -135,6 +136,16 @@ def test_shipped_checkpoint_is_small_and_for_the_default_grid():
     keep = f(h)
     assert keep[2:4, 1:6].all(), "tiles occupied in every recent frame must be kept"
     assert not keep[0].any(), "the sky row (nobody ever walks there) must be skipped"
+    assert policy["probe_every"] == 0 and policy["walkin_prior"] is None and meta["probe"] == "motion"
+    assert meta["guard"]["motion"] > 0  # its policy was chosen with the motion guard conf/filter/st.yaml turns on
+
+
+def test_the_shipped_policy_was_chosen_with_the_guard_the_filter_config_runs():
+    from omegaconf import OmegaConf
+
+    _, _, meta = load_checkpoint(SHIPPED)
+    guard = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "filter" / "st.yaml").guard)
+    assert {k: v for k, v in guard.items() if k.startswith("motion")} == meta["guard"]
 
 
 def test_run_py_reports_a_bad_checkpoint_in_one_line(tmp_path):
@@ -152,7 +163,7 @@ def test_memory_counts_looks_when_sent_and_learns_from_each_returned_frames_own_
     """With frames in flight the history's latest row is an older frame's than the filter's latest
     mask: a tile counts as looked at once its look is sent, and the walk-in evidence pairs each
     returned frame's counts with that frame's own mask."""
-    f = STFilter(SHIPPED)
+    f = STFilter(WALKIN)
     assert f.prober is not None
     first = f(np.zeros((0, 5, 8), np.float32))  # frame 0, a new video: every tile
     assert first.all() and f.memory.since_kept.sum() == 0

@@ -49,7 +49,8 @@ def test_eval_filter_writes_every_filter_open_and_closed_loop(tmp_path, monkeypa
     assert r["filter"]["oracle"]["closed_loop"]["recall"] == 1.0 == r["filter"]["oracle"]["closed_loop"]["accuracy"]
     assert r["filter"]["none"]["closed_loop"]["skipped"] == 0.0
     assert r["filter"]["comp1"]["open_loop"]["frames"] == 35  # frames from warm-up on
-    assert set(r["guards"]["comp1"]) == {"no_guard", "refresh10", "refresh30", "dilate1", "keepalive5"}
+    assert set(r["guards"]["comp1"]) == {"no_guard", "motion64", "refresh10", "refresh30", "dilate1", "keepalive5"}
+    assert r["filter"]["st"]["closed_loop"]["pixel_ms"] > 0  # the motion guard's pixel work is in its latency
     off, refresh = r["guards"]["comp1"]["no_guard"]["closed_loop"], r["guards"]["comp1"]["refresh30"]["closed_loop"]
     assert refresh["skipped"] <= off["skipped"]  # a refresh costs tiles
 

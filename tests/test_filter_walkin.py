@@ -100,11 +100,33 @@ def test_refit_chooses_the_walkin_knob_on_validation(tmp_path, monkeypatch):
     base = save_checkpoint(tmp_path / "base.ckpt", STNet(3, 4, channels=4, units=1), {"threshold": 0.5}, names)
     from hode.tasks.train_filter import main
 
-    main(compose_config(["task=train_filter", *small, f"task.refit={base}", "task.target_recall=0.9"]))
+    main(compose_config(["task=train_filter", *small, f"task.refit={base}", "task.target_recall=0.9", "task.probe=walkin"]))
     net, policy, meta = load_checkpoint(tmp_path / "filter_st.ckpt")
     assert np.asarray(policy["walkin_prior"]).shape == (3, 4) and policy["walkin_beta"] > 0
     assert policy["threshold"] == 0.5 and meta["refit_from"] == base.name  # a file name: no local path in a shipped checkpoint
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["val_closed_loop"]["recall"] >= 0.9 or policy["walkin_beta"] == pytest.approx(1e4)
     with pytest.raises(Exception, match="was trained with train"):
-        main(compose_config(["task=train_filter", *small, "task.seeds.train=[21,23]", f"task.refit={base}"]))
+        main(compose_config(["task=train_filter", *small, "task.seeds.train=[21,23]", f"task.refit={base}",
+                             "task.probe=walkin"]))
+
+
+def test_refit_with_the_motion_guard_chooses_threshold_and_base_on_validation(tmp_path, monkeypatch):
+    """task.probe=motion (the default): no probing; the keep threshold and base are chosen in
+    closed-loop rollouts of the rendered val scene with the guard on, and the test figures are
+    the guarded filter's."""
+    monkeypatch.chdir(tmp_path)
+    small = ["dataset.width=1024", "dataset.height=768", "tiling.tile=256", "task.frames=40",
+             "task.seeds.train=[21,22]", "task.seeds.val=[24]", "task.seeds.test=[25]"]
+    names = {k: [f"synthetic-1024x768-s{s}" for s in v] for k, v in (("train", (21, 22)), ("val", (24,)))}
+    base = save_checkpoint(tmp_path / "base.ckpt", STNet(3, 4, channels=4, units=1), {"threshold": 0.5}, names)
+    from hode.tasks.train_filter import MOTION_THRESHOLDS, main
+
+    r = main(compose_config(["task=train_filter", *small, f"task.refit={base}", "task.target_recall=0.9"]))
+    net, policy, meta = load_checkpoint(tmp_path / "filter_st.ckpt")
+    assert policy["walkin_prior"] is None and policy["probe_every"] == 0
+    assert policy["base"] in ("net", "net_or_comp1") and policy["threshold"] in MOTION_THRESHOLDS
+    assert meta["probe"] == "motion" and meta["guard"]["motion"] == 64
+    assert r["val_closed_loop"]["recall"] >= 0.9
+    flt = STFilter(ckpt=str(tmp_path / "filter_st.ckpt"))
+    assert flt.base == policy["base"] and STFilter(ckpt=str(tmp_path / "filter_st.ckpt"), base="comp1").base == "comp1"

@@ -94,3 +94,45 @@ def test_with_two_frames_in_flight_a_filter_learns_each_frames_own_mask(cache_di
     for (counts, keep), rec in zip(spy.seen, trace.records):  # both in the order frames came back
         np.testing.assert_array_equal(keep, spy.given[rec.index])
         np.testing.assert_array_equal(counts, tiler.counts(rec.detections, 768, 1024))
+
+
+class _PixelSpy(_MaskSpy):
+    """A filter that also looks at pixels and boxes (as the motion guard does)."""
+
+    wants_boxes = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images, self.boxes = [], []
+
+    def see(self, image, tile):
+        assert len(self.images) == len(self.given)  # handed the frame before it is asked
+        self.images.append((image, tile))
+
+    def observe(self, counts, keep, boxes=None):
+        super().observe(counts, keep)
+        self.boxes.append(boxes)
+
+
+def test_the_pipeline_hands_a_filter_each_frame_and_each_results_boxes(cache_dir):
+    cfg = compose_config(["scheduler=salbs", "runner=sim", "topology=local2", "dataset.frames=4",
+                          f"runner.backend.cache_dir={cache_dir}"])
+    topology = build(cfg.topology)
+    backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
+    spy, tiler = _PixelSpy(), build(cfg.tiling)
+    frames = list(build(cfg.dataset))
+    backend.start()
+    try:
+        trace = Pipeline(tiler, spy, build(cfg.scheduler), backend, in_flight=2, progress=False).run(frames)
+    finally:
+        backend.close()
+    assert [t for _, t in spy.images] == [tiler.tile] * 4
+    for (image, _), f in zip(spy.images, frames):
+        assert image is f.image
+    newest = -1
+    for boxes, rec in zip(spy.boxes, trace.records):  # boxes of each result, unless an older frame came back late
+        if rec.index > newest:
+            newest = rec.index
+            np.testing.assert_array_equal(boxes, rec.detections.boxes)
+        else:
+            assert boxes is None

@@ -19,15 +19,29 @@ class FlowFilter(Protocol):
     def __call__(self, history: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray: ...
 
 
-def observe(flt, counts: np.ndarray, keep: np.ndarray) -> None:
+def observe(flt, counts: np.ndarray, keep: np.ndarray, boxes: np.ndarray | None = None) -> None:
     """Tell ``flt`` that a frame it decided on came back: its detected ``counts`` per tile and the
     ``keep`` mask that produced them. A stateful filter (one that remembers which tiles it looked
     at) learns from these pairs, not from the history it is given: with several frames in flight
     the history's latest row is an older frame's than the filter's latest mask. Stateless filters
-    need no ``observe`` method."""
+    need no ``observe`` method. A filter whose ``wants_boxes`` is true also gets the result's
+    ``boxes`` (frame pixels; None when this frame is older than one already observed)."""
     fn = getattr(flt, "observe", None)
-    if fn is not None:
+    if fn is None:
+        return
+    if getattr(flt, "wants_boxes", False):
+        fn(counts, keep, boxes)
+    else:
         fn(counts, keep)
+
+
+def see(flt, image: np.ndarray, tile: int) -> None:
+    """Hand ``flt`` the pixels of the frame it is about to decide on (cut into ``tile`` cells),
+    before it is called: a filter that also looks at pixels (the motion guard,
+    hode/filter/motion.py) measures them here. Filters that need only counts have no ``see``."""
+    fn = getattr(flt, "see", None)
+    if fn is not None:
+        fn(image, tile)
 
 
 class KeepAll:

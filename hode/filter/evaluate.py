@@ -18,7 +18,9 @@ from typing import Callable
 
 import numpy as np
 
+from hode.errors import DataError
 from hode.filter.base import observe
+from hode.filter.motion import cached_change_masks, frame_change_ms, unpack
 from hode.filter.tracks import TrackSequence
 from hode.tiling import Tiler, cell_counts
 
@@ -42,11 +44,30 @@ class LoopResult:
     seconds: list[float] = field(default_factory=list)  # filter call durations
 
 
+def motion_masks(flt, seq: TrackSequence) -> dict | None:
+    """The change masks a filter's motion guard needs on ``seq`` (rendered once, cached), or None
+    when it has no motion guard."""
+    guard = getattr(flt, "guard", None)
+    if guard is None or not getattr(guard, "motion", 0):
+        return None
+    if seq.source is None:
+        raise DataError(f"filter {getattr(flt, 'name', flt)}: the motion guard needs the frames' pixels, and "
+                        f"sequence {seq.name} has tracks only (no rendered frames; e.g. MOT tracks or a time split): "
+                        "evaluate it without the guard (filter.guard.motion=0; train_filter: task.probe=walkin)")
+    masks = cached_change_masks(seq.source, guard.motion_stride, guard.motion_delta)
+    if len(masks["valid"]) != len(seq):
+        raise DataError(f"sequence {seq.name}: {len(masks['valid'])} rendered frames for {len(seq)} frames of tracks")
+    return masks
+
+
 def run_loop(flt, seq: TrackSequence, tiler: Tiler, closed: bool, history_len: int = 5,
              recorder: Callable[[np.ndarray, np.ndarray, np.ndarray], None] | None = None) -> LoopResult:
     """Feed ``flt`` one sequence frame by frame, like the pipeline with one frame in flight.
 
-    ``recorder(history, keep, true_counts)`` sees every frame's decision (training rollouts).
+    ``recorder(history, keep, true_counts)`` sees every frame's decision (training rollouts). A
+    filter with a motion guard is handed each frame's per-tile change first, as the pipeline
+    hands it the frame (:func:`motion_masks`), and every filter gets each frame's found boxes back
+    with its counts, as the pipeline gives its merged detections.
     """
     H, W = seq.height, seq.width
     tiles = tiler.tiles(H, W)
@@ -56,23 +77,27 @@ def run_loop(flt, seq: TrackSequence, tiler: Tiler, closed: bool, history_len: i
     truth_counts = seq.counts(tiler.tile)
     if hasattr(flt, "reset"):
         flt.reset()
+    changes = motion_masks(flt, seq)
     seen: list[np.ndarray] = []
     keeps, secs = [], []
     for t, boxes in enumerate(seq.boxes):
         hist = np.stack(seen[-history_len:]) if seen else np.zeros((0, rows, cols), np.float32)
         t0 = time.perf_counter()
+        if changes is not None:
+            flt.see_mask(unpack(changes, t), tiler.tile)
         keep = np.asarray(flt(hist, truth_counts[t]), bool)
         secs.append(time.perf_counter() - t0)
         keeps.append(keep)
         if recorder is not None:
             recorder(hist, keep, truth_counts[t])
+        found = boxes
         if closed:
             kept = keep.reshape(-1)
             found = boxes[ideal_detect(boxes, windows[kept], cores[kept])]
             seen.append(cell_counts(found, H, W, tiler.tile))
         else:
             seen.append(truth_counts[t])
-        observe(flt, seen[-1], keep)
+        observe(flt, seen[-1], keep, found)
     return LoopResult(np.stack(keeps), truth_counts > 0, secs)
 
 
@@ -101,5 +126,10 @@ def evaluate(flt, seqs: list[TrackSequence], tiler: Tiler, closed: bool, warmup:
         secs += r.seconds[warmup:]
     out = tile_scores(np.concatenate(keeps), np.concatenate(truths))
     out["latency_ms"] = float(np.median(secs) * 1000) if secs else None
+    guard = getattr(flt, "guard", None)
+    if out["latency_ms"] is not None and guard is not None and getattr(guard, "motion", 0):
+        # the loop replayed cached change masks: add the pixel work the camera does per frame
+        out["pixel_ms"] = frame_change_ms(seqs[0].source, guard.motion_stride, guard.motion_delta)
+        out["latency_ms"] += out["pixel_ms"]
     out["frames"] = sum(len(k) for k in keeps)
     return out

@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 FORMAT = "hode-flow-filter"
 VERSION = 1
 DEFAULT_POLICY = {"threshold": 0.5, "probe_threshold": 1.0, "probe_every": 0,
-                  "walkin_prior": None, "walkin_beta": None, "walkin_strength": None}
-BASES = ("net", "comp1", "net_or_comp1")  # where the keep mask comes from before probing (an ablation)
+                  "walkin_prior": None, "walkin_beta": None, "walkin_strength": None, "base": "net"}
+BASES = ("net", "comp1", "net_or_comp1")  # where the keep mask comes from before probing
 
 
 def save_checkpoint(path: str | Path, net: STNet, policy: dict, meta: dict | None = None) -> Path:
@@ -58,7 +58,8 @@ def save_checkpoint(path: str | Path, net: STNet, policy: dict, meta: dict | Non
                            "probe_every": int(policy["probe_every"]),
                            "walkin_prior": np.asarray(policy["walkin_prior"], float).tolist() if walkin else None,
                            "walkin_beta": float(policy["walkin_beta"]) if walkin else None,
-                           "walkin_strength": float(policy["walkin_strength"]) if walkin else None},
+                           "walkin_strength": float(policy["walkin_strength"]) if walkin else None,
+                           "base": str(policy["base"])},
                 "meta": meta or {}}, path)
     return path
 
@@ -86,9 +87,10 @@ class STFilter(GuardedFilter):
     While the history is shorter than the trend window (the first frames of a video) every tile
     is kept. ``threshold``, ``probe_threshold`` and ``probe_every`` override the checkpoint's
     validated policy; ``walkin_beta`` overrides the checkpoint's walk-in knob and ``walkin=False``
-    falls back to the global probe rule. ``base`` is an ablation: the mask probing is added to comes
-    from the net (``net``, HODE), from Comp-1 (``comp1``: kept iff detected at ``t-1``; with walk-in
-    probing the net is not run) or from both (``net_or_comp1``). The filter is stateful (it remembers its own keep masks); an empty history
+    falls back to the global probe rule. ``base`` (in the policy; the argument overrides it) says where
+    the mask that probing and guards add to comes from: the net (``net``), Comp-1 (``comp1``: kept
+    iff detected at ``t-1``; with walk-in probing the net is not run; an ablation) or both
+    (``net_or_comp1``). The filter is stateful (it remembers its own keep masks); an empty history
     means a new video and resets that state. Give ``net`` instead of ``ckpt`` to wrap a net in
     memory (training rollouts).
     """
@@ -96,10 +98,9 @@ class STFilter(GuardedFilter):
     def __init__(self, ckpt: str | None = None, name: str = "st", threshold: float | None = None,
                  probe_threshold: float | None = None, probe_every: int | None = None,
                  walkin_beta: float | None = None, walkin: bool | None = None,
-                 guard: dict | None = None, net: STNet | None = None, base: str = "net") -> None:
+                 guard: dict | None = None, net: STNet | None = None, base: str | None = None) -> None:
         super().__init__(guard)
-        check(base in BASES, f"filter.base must be one of {', '.join(BASES)}, got {base!r}")
-        self.base = base
+        check(base is None or base in BASES, f"filter.base must be one of {', '.join(BASES)} or null, got {base!r}")
         check((ckpt is None) != (net is None), "filter=st needs exactly one of ckpt (a checkpoint path) or net")
         for key, v in (("threshold", threshold), ("probe_threshold", probe_threshold)):
             check(v is None or 0.0 < float(v) <= 1.0, f"filter.{key} must be a probability in (0, 1] or null, got {v!r}")
@@ -121,12 +122,15 @@ class STFilter(GuardedFilter):
         elif walkin and policy.get("walkin_prior") is None:
             raise WeightsError(f"filter.walkin=true, but {self.ckpt} holds no walk-in prior (refit it with task=train_filter)")
         overrides = {"threshold": threshold, "probe_threshold": probe_threshold, "probe_every": probe_every,
-                     "walkin_beta": walkin_beta}
+                     "walkin_beta": walkin_beta, "base": base}
         self.set_policy(**{**policy, **{k: v for k, v in overrides.items() if v is not None}})
 
     def set_policy(self, threshold: float, probe_threshold: float, probe_every: int, walkin_prior=None,
-                   walkin_beta: float | None = None, walkin_strength: float | None = None) -> None:
+                   walkin_beta: float | None = None, walkin_strength: float | None = None, base: str = "net") -> None:
+        if base not in BASES:
+            raise WeightsError(f"{self.ckpt}: unknown keep base {base!r} in the policy (one of {', '.join(BASES)})")
         self.threshold, self.probe_threshold, self.probe_every = float(threshold), float(probe_threshold), int(probe_every)
+        self.base = base
         # compare logits, not probabilities: saves a sigmoid per frame
         self._z_keep, self._z_probe = _logit(threshold), _logit(probe_threshold)
         self.prober = None
@@ -138,7 +142,8 @@ class STFilter(GuardedFilter):
 
     @property
     def policy(self) -> dict:
-        p = {"threshold": self.threshold, "probe_threshold": self.probe_threshold, "probe_every": self.probe_every}
+        p = {"threshold": self.threshold, "probe_threshold": self.probe_threshold, "probe_every": self.probe_every,
+             "base": self.base}
         if self.prober is not None:
             p.update(walkin_prior=self.prober.prior.tolist(), walkin_beta=self.prober.beta,
                      walkin_strength=self.prober.strength)
@@ -161,10 +166,11 @@ class STFilter(GuardedFilter):
         if self.prober is not None:
             self.prober.reset()
 
-    def observe(self, counts: np.ndarray, keep: np.ndarray) -> None:
+    def observe(self, counts: np.ndarray, keep: np.ndarray, boxes: np.ndarray | None = None) -> None:
         """A frame came back: what its keep mask found updates the per-tile memory and walk-in
         evidence. Pairs, not the history, because with K frames in flight the history's latest
         row is frame t-K's while the filter's latest mask is frame t-1's."""
+        super().observe(counts, keep, boxes)
         self.memory.observed(counts)
         if self.prober is not None:
             self.prober.update(counts, keep)

@@ -13,7 +13,7 @@ neighbour in time.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,6 +31,9 @@ class TrackSequence:
     height: int
     boxes: list[np.ndarray]
     ids: list[np.ndarray] | None = None
+    # the frame source the boxes came from, when its pixels can be rendered again (the motion
+    # guard's evaluation differences them); None for a part of a video and for track-only data
+    source: object = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.boxes)
@@ -74,7 +77,8 @@ def from_source(source) -> TrackSequence:
     if not gts or size is None:
         raise DataError(f"dataset {name} yielded no frames")
     ids = [np.asarray(gt.ids).copy() for gt in gts] if all(gt.ids is not None for gt in gts) else None
-    return TrackSequence(name, size[0], size[1], [gt.boxes.copy() for gt in gts], ids)
+    renders = hasattr(source, "__iter__") and not getattr(source, "blank", False)  # blank: MOT tracks without images
+    return TrackSequence(name, size[0], size[1], [gt.boxes.copy() for gt in gts], ids, source if renders else None)
 
 
 def split_blocks(seq: TrackSequence, ratios=(3, 1, 1)) -> list[TrackSequence]:

@@ -5,12 +5,14 @@ seed for the synthetic crowd: ``split=seed``; or contiguous time blocks of a vid
 or from MOT tracks, e.g. the real TUD tracks bundled with motmetrics (``task.source=mot``), split
 train:val:test 3:1:1 with no frame shared between splits. Samples are open loop (true histories)
 and closed loop (Comp-1 and DAgger rollouts of the net itself). Validation F1 picks the checkpoint
-and stops training early; the keep policy (threshold, probe threshold) is then chosen on the
-validation data for the target recall: with ``task.probe=walkin`` (default) each tile is probed at
+and stops training early; the keep policy is then chosen on the validation data for the target
+recall: with ``task.probe=motion`` (default) nothing is probed, the motion guard (``task.guard``,
+hode/filter/motion.py) watches the skipped tiles, and the keep threshold and base are the most
+accurate reaching the target closed-loop recall; with ``task.probe=walkin`` each tile is probed at
 its own period from its walk-in rate on the *training* scenes (hode/filter/walkin.py) and the one
 knob, ``walkin_beta``, is the smallest reaching the target closed-loop recall on validation.
-``task.refit=PATH`` keeps that checkpoint's net and keep threshold and only chooses the probe policy
-again (seconds, no training). The small checkpoint (kilobytes) goes to ``task.ckpt_out``
+``task.refit=PATH`` keeps that checkpoint's net (and, for walkin/global, its keep threshold) and
+only chooses the policy again (minutes, no training). The small checkpoint (kilobytes) goes to ``task.ckpt_out``
 (default ``<run dir>/filter_st.ckpt``); use it with ``filter=st filter.ckpt=PATH``.
 """
 from __future__ import annotations
@@ -198,16 +200,43 @@ def walkin_policy(net, threshold: float, train: list[TrackSequence], val: list[T
     return {**policy, "walkin_beta": beta}, val_scores
 
 
+MOTION_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def motion_policy(net, val: list[TrackSequence], tiler, target_recall: float, guard: dict) -> tuple[dict, dict]:
+    """No probing: the motion guard (``guard``) watches the skipped tiles. The keep threshold and
+    whether Comp-1's mask is added to the net's (``base``) are the most accurate pair reaching
+    ``target_recall`` in closed-loop rollouts of the validation scenes, with the guard on (else
+    the one with the highest recall). Returns (policy, its validation closed-loop scores)."""
+    best = None
+    for base in ("net", "net_or_comp1"):
+        for thr in MOTION_THRESHOLDS:
+            policy = {"threshold": thr, "probe_threshold": 1.0, "probe_every": 0, "base": base}
+            flt = STFilter(net=net, guard=guard)
+            flt.set_policy(**policy)
+            r = evaluate(flt, val, tiler, closed=True)
+            log.info("motion policy %s threshold %.2f: val accuracy %.4f recall %.4f", base, thr, r["accuracy"], r["recall"])
+            key = (r["recall"] >= target_recall, r["accuracy"] if r["recall"] >= target_recall else r["recall"])
+            if best is None or key > best[0]:
+                best = (key, policy, r)
+    return best[1], best[2]
+
+
 def choose_policy(net, val: list[TrackSequence], val_samples, tiler, target_recall: float,
                   probe_every: int, probe: str = "global", train: list[TrackSequence] | None = None,
-                  walkin: dict | None = None, threshold: float | None = None) -> tuple[dict, dict]:
+                  walkin: dict | None = None, threshold: float | None = None,
+                  guard: dict | None = None) -> tuple[dict, dict]:
     """The keep policy, on validation data only: the keep threshold is the net's best-F1 threshold on
     the open-loop validation samples (what it believes; or ``threshold`` as given); then
     ``probe="walkin"``: :func:`walkin_policy`; ``probe="global"``: the probe threshold is the highest
-    that reaches ``target_recall`` in closed-loop rollouts of the validation sequences. Returns
-    (policy, its validation closed-loop scores)."""
+    that reaches ``target_recall`` in closed-loop rollouts of the validation sequences;
+    ``probe="motion"``: :func:`motion_policy` with the motion ``guard`` (chooses its own threshold).
+    Returns (policy, its validation closed-loop scores)."""
     from hode.filter.lit import predict_samples
 
+    if probe == "motion":
+        check(bool(guard and guard.get("motion")), "task.probe=motion needs task.guard.motion > 0")
+        return motion_policy(net, val, tiler, target_recall, guard)
     if threshold is None:
         threshold = best_f1_threshold(predict_samples(net, val_samples), val_samples.target)
     if probe == "walkin":
@@ -215,7 +244,7 @@ def choose_policy(net, val: list[TrackSequence], val_samples, tiler, target_reca
         w = walkin or {}
         return walkin_policy(net, threshold, train, val, tiler, target_recall, float(w.get("strength", 100.0)),
                              bool(w.get("mirror", True)))
-    check(probe == "global", f"task.probe must be 'walkin' or 'global', got {probe!r}")
+    check(probe == "global", f"task.probe must be 'walkin', 'global' or 'motion', got {probe!r}")
     make = lambda pt: STFilter(net=net, threshold=threshold, probe_threshold=min(pt, threshold),  # noqa: E731
                                probe_every=probe_every)
     if probe_every <= 0:
@@ -247,10 +276,11 @@ def main(cfg: DictConfig) -> dict:
     r = refit(cfg, splits, str(t.refit)) if t.get("refit") else train(cfg, splits, out)
     net, tiler = r["net"], r["tiler"]
     walkin = {"strength": float(t.get("walkin_strength", 100.0)), "mirror": bool(t.get("walkin_mirror", True))}
+    probe = str(t.get("probe", "global"))
+    guard = OmegaConf.to_container(t.guard) if probe == "motion" and t.get("guard") else None
     policy, val = choose_policy(net, splits["val"], r.get("val_samples"), tiler, float(t.target_recall),
-                                int(t.probe_every), str(t.get("probe", "global")), splits["train"], walkin,
-                                r.get("threshold"))
-    flt = STFilter(net=net)
+                                int(t.probe_every), probe, splits["train"], walkin, r.get("threshold"), guard)
+    flt = STFilter(net=net, guard=guard)  # test figures of the filter as it will run (its guard included)
     flt.set_policy(**policy)
     test = {"open_loop": evaluate(flt, splits["test"], tiler, closed=False),
             "closed_loop": evaluate(flt, splits["test"], tiler, closed=True)}
@@ -258,7 +288,7 @@ def main(cfg: DictConfig) -> dict:
             "train": [s.name for s in splits["train"]], "val": [s.name for s in splits["val"]],
             "test_scenes": [s.name for s in splits["test"]], "tile": tiler.tile, "pad": list(tiler.pad),
             "frame": [splits["train"][0].width, splits["train"][0].height], "target_recall": float(t.target_recall),
-            "probe_every": int(t.probe_every), "probe": str(t.get("probe", "global")), "val_closed_loop": val,
+            "probe_every": int(t.probe_every), "probe": probe, "guard": guard, "val_closed_loop": val,
             "test": test, "epochs": r["epochs"], "trained": r["meta"].get("trained") if "meta" in r else time.strftime("%Y-%m-%d")}
     if "meta" in r:  # a refit keeps what the training run recorded
         meta = {**r["meta"], **meta, "refit_from": Path(str(t.refit)).name, "refit": time.strftime("%Y-%m-%d")}
@@ -289,6 +319,7 @@ def main(cfg: DictConfig) -> dict:
     print(f"flow filter: grid {results['grid'][0]}x{results['grid'][1]}, {results['params']} params, "
           f"{results['ckpt_bytes'] / 1024:.1f} KiB, threshold {policy['threshold']:.4g}, probe "
           + (f"per tile, walk-in beta {policy['walkin_beta']:.4g}" if policy.get("walkin_prior") is not None else
+             f"none, motion guard {guard['motion']} px, base {policy['base']}" if probe == "motion" else
              f"{policy['probe_threshold']:.4g} every {policy['probe_every']}")
           + f" (val closed-loop accuracy {val['accuracy']:.4f} recall {val['recall']:.4f})")
     print(f"test closed-loop: accuracy {c['accuracy']:.4f} recall {c['recall']:.4f} precision {c['precision']:.4f} "
