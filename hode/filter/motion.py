@@ -11,9 +11,9 @@ edges, where people half out of the frame (not annotated, not yet detectable) wa
 someone new: a walk-in, or a pedestrian the detector missed.
 
 Pure functions first (SAHI style), then :class:`FrameChange`, the one piece of state (the
-previous thumbnail). Work is on a nearest-neighbour grey thumbnail (every ``stride``-th pixel), and
-areas are in full-resolution pixels (samples x ``stride**2``), so thresholds mean the same at any
-stride.
+previous thumbnail). Work is on a thumbnail of the green channel (every ``stride``-th pixel of every
+``stride``-th row), and areas are in full-resolution pixels (samples x ``stride**2``), so thresholds
+mean the same at any stride.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def thumbnail(image: np.ndarray, stride: int) -> np.ndarray:
 
 
 def change_mask(prev: np.ndarray, cur: np.ndarray, delta: int) -> np.ndarray:
-    """Thumbnail samples whose grey level moved by more than ``delta``."""
+    """Thumbnail samples whose level moved by more than ``delta``."""
     return cv2.absdiff(prev, cur) > delta
 
 
