@@ -154,8 +154,7 @@ def fourk_ceiling(cfg: DictConfig) -> float:
 
     pdir = cfg.runner.backend.get("profiles_dir")
     topo = build(cfg.topology)
-    return sum(1.0 / load_profile(n.device, Path(pdir) / f"{n.device}.yaml" if pdir else None).base_s(n.model, FRAME4K_PIXELS)
-               for n in topo.nodes)
+    return sum(1.0 / load_profile(n.device, profiles_dir=pdir).base_s(n.model, FRAME4K_PIXELS) for n in topo.nodes)
 
 
 def fourk_long_run(cfg: DictConfig, frames: int = 2000, in_flight: int = 16) -> float:

@@ -35,8 +35,7 @@ def calibration_factor(topology_name: str, target_fps: float, src: Path = LINEAR
     if not target_fps > 0:
         raise ConfigError(f"--fps must be positive, got {target_fps}")
     topo = build(load_option("topology", topology_name))
-    rate = sum(1000.0 / load_profile(n.device, Path(src) / f"{n.device}.yaml").timing(n.model).frame4k_ms
-               for n in topo.nodes)
+    rate = sum(1000.0 / load_profile(n.device, profiles_dir=src).timing(n.model).frame4k_ms for n in topo.nodes)
     return rate / target_fps
 
 

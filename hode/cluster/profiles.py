@@ -114,11 +114,17 @@ def profile_from_dict(cfg: dict, where: str) -> DeviceProfile:
     return DeviceProfile(str(cfg.get("name", where)), out, str(cfg.get("source", "")))
 
 
-def load_profile(kind: str, path: str | Path | None = None) -> DeviceProfile:
-    """``conf/device/<kind>.yaml`` (or the file ``path``) as a :class:`DeviceProfile`."""
+def profile_path(kind: str, profiles_dir: str | Path | None = None) -> Path:
+    """Where device profile ``kind`` lives: ``<profiles_dir>/<kind>.yaml``, default ``conf/device``."""
+    return Path(profiles_dir or CONF_DIR / "device") / f"{kind}.yaml"
+
+
+def load_profile(kind: str, path: str | Path | None = None, profiles_dir: str | Path | None = None) -> DeviceProfile:
+    """``conf/device/<kind>.yaml`` (or the file ``path``, or ``<profiles_dir>/<kind>.yaml``) as a
+    :class:`DeviceProfile`."""
     from omegaconf import OmegaConf
 
-    p = Path(path) if path is not None else CONF_DIR / "device" / f"{kind}.yaml"
+    p = Path(path) if path is not None else profile_path(kind, profiles_dir)
     if not p.is_file():
         avail = ", ".join(options("device")) or "none"
         raise ConfigError(f"no device profile '{kind}': {p} does not exist (available: {avail})")

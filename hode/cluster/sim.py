@@ -53,8 +53,7 @@ class NodeQueues:
         check(isinstance(batched_inference, bool), f"runner.backend.batched_inference must be true or false, got {batched_inference!r}")
         self.nodes = topology.nodes
         n = len(self.nodes)
-        self.profiles = [load_profile(nd.device, Path(profiles_dir) / f"{nd.device}.yaml" if profiles_dir else None)
-                         for nd in self.nodes]
+        self.profiles = [load_profile(nd.device, profiles_dir=profiles_dir) for nd in self.nodes]
         self.noise = [p.timing(nd.model).noise for p, nd in zip(self.profiles, self.nodes)]  # fails early, naming the profile
         self.tile_s = [p.base_s(nd.model, TILE_PIXELS) for p, nd in zip(self.profiles, self.nodes)]
         # batched inference: a node's items of one submission run as one batch, every item after the

@@ -13,20 +13,19 @@ still multiplied by the load-trace factor so dynamic-compute experiments work on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from hode.cluster.profiles import TILE_PIXELS, DeviceProfile, LoadTrace, load_profile
-from hode.config import CONF_DIR
+from hode.cluster.profiles import TILE_PIXELS, DeviceProfile, LoadTrace, load_profile, profile_path
 from hode.errors import check
+
 
 def read_profile(kind: str, profiles_dir: str | None = None) -> dict:
     """The checked content of device profile ``kind`` (``<profiles_dir>/<kind>.yaml``, default
     ``conf/device``) as a plain mapping: what the live runner hands to the worker it spawns."""
     from omegaconf import OmegaConf
 
-    path = Path(profiles_dir or CONF_DIR / "device") / f"{kind}.yaml"
+    path = profile_path(kind, profiles_dir)
     load_profile(kind, path)  # one clear line if it is missing or malformed
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
 
