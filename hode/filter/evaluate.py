@@ -44,11 +44,17 @@ class LoopResult:
     seconds: list[float] = field(default_factory=list)  # filter call durations
 
 
+def motion_guard(flt):
+    """The filter's safeguards when its motion guard is on, else None."""
+    guard = getattr(flt, "guard", None)
+    return guard if guard is not None and getattr(guard, "motion", 0) else None
+
+
 def motion_masks(flt, seq: TrackSequence) -> dict | None:
     """The change masks a filter's motion guard needs on ``seq`` (rendered once, cached), or None
     when it has no motion guard."""
-    guard = getattr(flt, "guard", None)
-    if guard is None or not getattr(guard, "motion", 0):
+    guard = motion_guard(flt)
+    if guard is None:
         return None
     if seq.source is None:
         raise DataError(f"filter {getattr(flt, 'name', flt)}: the motion guard needs the frames' pixels, and "
@@ -126,8 +132,8 @@ def evaluate(flt, seqs: list[TrackSequence], tiler: Tiler, closed: bool, warmup:
         secs += r.seconds[warmup:]
     out = tile_scores(np.concatenate(keeps), np.concatenate(truths))
     out["latency_ms"] = float(np.median(secs) * 1000) if secs else None
-    guard = getattr(flt, "guard", None)
-    if out["latency_ms"] is not None and guard is not None and getattr(guard, "motion", 0):
+    guard = motion_guard(flt)
+    if out["latency_ms"] is not None and guard is not None:
         # the loop replayed cached change masks: add the pixel work the camera does per frame
         out["pixel_ms"] = frame_change_ms(seqs[0].source, guard.motion_stride, guard.motion_delta)
         out["latency_ms"] += out["pixel_ms"]

@@ -122,9 +122,21 @@ def unpack(masks: dict, t: int) -> np.ndarray | None:
     return np.unpackbits(masks["bits"][t], axis=1, count=int(masks["width"])).astype(bool)
 
 
+_change_ms: dict[tuple, float] = {}  # (source key, stride, delta, n) -> ms, measured once per process
+
+
 def frame_change_ms(frames: Iterable, stride: int, delta: int, n: int = 20) -> float:
-    """Median ms of :class:`FrameChange` on one frame (thumbnail, grey, difference) on one core:
-    the pixel work the motion guard adds to the filter step (cached evaluations skip it)."""
+    """Median ms of :class:`FrameChange` on one frame (thumbnail, difference) on one core: the
+    pixel work the motion guard adds to the filter step (cached evaluations skip it). Measured
+    once per source and setting in a process: every evaluation of a guarded filter (open and
+    closed loop, each policy a refit tries) asks again, and each measurement renders frames."""
+    key = (_source_key(frames), stride, delta, n)
+    if key not in _change_ms:
+        _change_ms[key] = _time_frame_change(frames, stride, delta, n)
+    return _change_ms[key]
+
+
+def _time_frame_change(frames: Iterable, stride: int, delta: int, n: int) -> float:
     import time
 
     meter, times, threads = FrameChange(stride, delta), [], cv2.getNumThreads()
