@@ -92,12 +92,20 @@ def test_a_probe_still_in_flight_is_not_sent_again(tmp_path):
         assert len(gaps) >= 4 and set(gaps.tolist()) == {3}, (k, gaps)
 
 
-def test_refit_chooses_the_walkin_knob_on_validation(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    small = ["dataset.width=1024", "dataset.height=768", "tiling.tile=256", "task.frames=40",
-             "task.seeds.train=[21,22]", "task.seeds.val=[24]", "task.seeds.test=[25]"]
+SMALL_REFIT = ["dataset.width=1024", "dataset.height=768", "tiling.tile=256", "task.frames=40",
+               "task.seeds.train=[21,22]", "task.seeds.val=[24]", "task.seeds.test=[25]"]
+
+
+def _small_refit_setup(tmp_path):
+    """Small synthetic splits and an untrained net saved as if trained on them (what a refit needs)."""
     names = {k: [f"synthetic-1024x768-s{s}" for s in v] for k, v in (("train", (21, 22)), ("val", (24,)))}
     base = save_checkpoint(tmp_path / "base.ckpt", STNet(3, 4, channels=4, units=1), {"threshold": 0.5}, names)
+    return SMALL_REFIT, base
+
+
+def test_refit_chooses_the_walkin_knob_on_validation(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    small, base = _small_refit_setup(tmp_path)
     from hode.tasks.train_filter import main
 
     main(compose_config(["task=train_filter", *small, f"task.refit={base}", "task.target_recall=0.9", "task.probe=walkin"]))
@@ -116,10 +124,7 @@ def test_refit_with_the_motion_guard_chooses_threshold_and_base_on_validation(tm
     closed-loop rollouts of the rendered val scene with the guard on, and the test figures are
     the guarded filter's."""
     monkeypatch.chdir(tmp_path)
-    small = ["dataset.width=1024", "dataset.height=768", "tiling.tile=256", "task.frames=40",
-             "task.seeds.train=[21,22]", "task.seeds.val=[24]", "task.seeds.test=[25]"]
-    names = {k: [f"synthetic-1024x768-s{s}" for s in v] for k, v in (("train", (21, 22)), ("val", (24,)))}
-    base = save_checkpoint(tmp_path / "base.ckpt", STNet(3, 4, channels=4, units=1), {"threshold": 0.5}, names)
+    small, base = _small_refit_setup(tmp_path)
     from hode.tasks.train_filter import MOTION_THRESHOLDS, main
 
     r = main(compose_config(["task=train_filter", *small, f"task.refit={base}", "task.target_recall=0.9"]))
