@@ -200,25 +200,25 @@ def walkin_policy(net, threshold: float, train: list[TrackSequence], val: list[T
     return {**policy, "walkin_beta": beta}, val_scores
 
 
-MOTION_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-
-
 def motion_policy(net, val: list[TrackSequence], tiler, target_recall: float, guard: dict) -> tuple[dict, dict]:
-    """No probing: the motion guard (``guard``) watches the skipped tiles. The keep threshold and
-    whether Comp-1's mask is added to the net's (``base``) are the most accurate pair reaching
-    ``target_recall`` in closed-loop rollouts of the validation scenes, with the guard on (else
-    the one with the highest recall). Returns (policy, its validation closed-loop scores)."""
+    """No probing: the motion guard (``guard``) watches the skipped tiles. For each base (the net's
+    mask, or the net's or Comp-1's) the keep threshold is the highest reaching ``target_recall`` in
+    closed-loop rollouts of the validation scenes with the guard on (:func:`closed_loop_threshold`);
+    of the two, the more accurate one that reaches it (else the one with the higher recall).
+    Returns (policy, its validation closed-loop scores)."""
     best = None
     for base in ("net", "net_or_comp1"):
-        for thr in MOTION_THRESHOLDS:
-            policy = {"threshold": thr, "probe_threshold": 1.0, "probe_every": 0, "base": base}
+        def make(thr: float, base: str = base) -> STFilter:
             flt = STFilter(net=net, guard=guard)
-            flt.set_policy(**policy)
-            r = evaluate(flt, val, tiler, closed=True)
-            log.info("motion policy %s threshold %.2f: val accuracy %.4f recall %.4f", base, thr, r["accuracy"], r["recall"])
-            key = (r["recall"] >= target_recall, r["accuracy"] if r["recall"] >= target_recall else r["recall"])
-            if best is None or key > best[0]:
-                best = (key, policy, r)
+            flt.set_policy(threshold=thr, probe_threshold=1.0, probe_every=0, base=base)
+            return flt
+
+        thr, r = closed_loop_threshold(make, val, tiler, target_recall)
+        log.info("motion policy %s: threshold %.4g, val accuracy %.4f recall %.4f", base, thr, r["accuracy"], r["recall"])
+        reached = r["recall"] >= target_recall
+        key = (reached, r["accuracy"] if reached else r["recall"])
+        if best is None or key > best[0]:
+            best = (key, {"threshold": thr, "probe_threshold": 1.0, "probe_every": 0, "base": base}, r)
     return best[1], best[2]
 
 
