@@ -80,6 +80,13 @@ def _jpeg(h, w, declared=None):
     return t
 
 
+def _jpeg_cut(item_id=1):
+    """A JPEG whose header is fine but whose image data is gone: only decoding finds out."""
+    t = encode_tile(np.full((32, 48, 3), 127, np.uint8), item_id)
+    t.data = t.data[:t.data.index(b"\xff\xda") + 20]
+    return t
+
+
 MALFORMED = {
     "bad jpeg bytes": [pb.Tile(item_id=1, encoding=pb.JPEG, data=b"\xff\xd8garbage", height=8, width=8, channels=3)],
     "raw size mismatch": [_raw(data=bytes(100))],
@@ -89,6 +96,9 @@ MALFORMED = {
     "jpeg dims lie": [_jpeg(32, 48, declared=(48, 32))],
     "empty dims": [_raw(h=0, w=8, data=b"")],
     "repeated ids": [_raw(), _raw()],
+    "jpeg cut after its header": [_jpeg_cut()],
+    # found on the decoder thread while the first tile runs: the request still fails whole
+    "second tile cut after its header": [_jpeg(32, 48), _jpeg_cut(item_id=2)],
 }
 
 
@@ -222,3 +232,38 @@ def test_device_loop_paces_a_requests_tiles_as_one_batch():
     assert [j.in_batch for j in jobs] == [False, True, True] and all(j.error is None for j in jobs)
     assert jobs[0].service_s >= 0.4  # the first waits out the whole tile time (the others are due 100 ms)
     loop.stop()
+
+
+def test_tile_headers_are_read_without_decoding():
+    from hode.edge.codec import check_tile, jpeg_size, png_size
+
+    for shape in [(8, 8), (608, 704), (1, 3000)]:
+        image = np.zeros((*shape, 3), np.uint8)
+        assert jpeg_size(encode_tile(image, 1, "jpeg").data) == shape
+        assert png_size(encode_tile(image, 1, "png").data) == shape
+    ok, progressive = cv2_encode_progressive(np.zeros((33, 65, 3), np.uint8))
+    assert ok and jpeg_size(progressive) == (33, 65)
+    assert jpeg_size(b"\xff\xd8garbage") is None and jpeg_size(b"") is None and png_size(b"\x89PNG") is None
+    check_tile(_jpeg_cut())  # a header that is fine passes; the decode is what refuses it
+    with pytest.raises(PayloadError, match="header says 48x32, declared 32x48"):
+        check_tile(_jpeg(32, 48, declared=(48, 32)))
+
+
+def cv2_encode_progressive(image):
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])
+    return ok, buf.tobytes()
+
+
+def test_a_requests_later_tiles_decode_while_the_first_runs(worker, scene):
+    """Four JPEG tiles in one call: the first starts after its own decode, not after all four (the
+    rest decode on the worker's decoder thread meanwhile), and each is decoded before it starts."""
+    _, client = worker
+    crop = np.ascontiguousarray(scene[:608, :704])
+    reply, sent, received = client.detect(client.request(3, [(k, crop) for k in range(4)]), timeout=60)
+    rs = sorted(reply.results, key=lambda r: r.item_id)
+    assert [r.item_id for r in rs] == [0, 1, 2, 3] and all(r.decode_s > 0 for r in rs)
+    assert all(a.finished <= b.started + 1e-6 for a, b in zip(rs, rs[1:]))  # in order, one at a time
+    waited = rs[0].started - reply.received  # decoding all four first would take their sum
+    assert waited < sum(r.decode_s for r in rs), (waited, [r.decode_s for r in rs])

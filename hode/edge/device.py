@@ -16,6 +16,7 @@ import collections
 import logging
 import threading
 import time
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from hode.cluster.profiles import TILE_PIXELS
 from hode.edge.pacing import Pacer
+from hode.errors import DataError
 from hode.types import Detections
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,18 @@ class TileJob:
     finished: float = 0.0
     compute_s: float = 0.0
     overrun: bool = False
-    decode_s: float = 0.0  # the worker's decode of the payload (before the tile's turn)
+    decode_s: float = 0.0  # the worker's decode of the payload (before the tile's service)
     in_batch: bool = False  # not the first tile of its request (batched inference pacing)
+    # The image still being decoded (a Future of (image, decode_s)) while earlier tiles run: it is
+    # waited for just before the tile's service starts, so the wait is not service time.
+    pending: Future | None = None
+    bad_payload: bool = False  # the pending decode failed: the request is INVALID_ARGUMENT
+
+    def resolve(self) -> None:
+        """Take the decoded image from ``pending`` (raises what the decode raised)."""
+        if self.pending is not None:
+            self.image, self.decode_s = self.pending.result()
+            self.pending = None
 
     @property
     def service_s(self) -> float:
@@ -115,17 +127,21 @@ class DeviceLoop:
                 turn.go.set()
         if not turn.go.is_set() and not self._wait_turn(turn, active):
             return False
+        ran = 0
         try:
             for k, job in enumerate(jobs):
                 if job.cancelled or self._stop.is_set():
                     break
                 job.in_batch = k > 0
                 self._run_one(job)
+                ran += 1
                 with self._lock:
                     self._pending -= 1
+                if job.bad_payload:  # the rest of a bad request is not run
+                    break
         finally:
             with self._lock:
-                self._pending -= sum(1 for j in jobs if not j.finished)  # skipped tiles
+                self._pending -= len(jobs) - ran  # skipped tiles
                 self._line.popleft()  # our turn is the head
                 if self._line:
                     self._line[0].go.set()
@@ -143,6 +159,14 @@ class DeviceLoop:
         return True
 
     def _run_one(self, job: TileJob) -> None:
+        try:
+            job.resolve()
+        except DataError as e:  # the payload was damaged past its header
+            job.error, job.bad_payload = str(e), True
+            return
+        except CancelledError:  # the RPC ended while the tile waited for its decode
+            job.cancelled = True
+            return
         try:
             self._process(job)
         except Exception as e:  # a detector failure fails this tile's RPC, not the worker

@@ -27,7 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from hode.edge import worker_pb2 as pb
 from hode.edge import worker_pb2_grpc as pb_grpc
-from hode.edge.codec import MAX_SIDE, PayloadError, decode_tile
+from hode.edge.codec import MAX_SIDE, PayloadError, check_tile, decode_tile
 from hode.edge.device import DeviceLoop, TileJob
 from hode.cluster.profiles import profile_from_dict
 from hode.edge.pacing import Pacer, read_profile
@@ -144,10 +144,26 @@ def add_servicer(servicer: "EdgeWorkerServicer", server: grpc.Server) -> None:
     server.add_registered_method_handlers(SERVICE, handlers)
 
 
+def _timed_decode(tile: pb.Tile) -> tuple:
+    t0 = time.perf_counter()
+    image = decode_tile(tile, checked=True)
+    return image, time.perf_counter() - t0
+
+
 class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
     def __init__(self, spec: WorkerSpec, loop: DeviceLoop, device: str) -> None:
         self.spec, self.loop, self.device = spec, loop, device
         self.ready = False
+        self._decoder = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
+
+    def close(self) -> None:
+        self._decoder.shutdown(wait=False, cancel_futures=True)
+
+    def _first(self, frame_id: int, tile: pb.Tile, scale: float) -> TileJob:
+        """A request's first tile, decoded on the RPC's own thread: nothing runs before it to hide
+        its decode behind, and a hand-off to the decoder thread would only add a wake-up."""
+        image, decode_s = _timed_decode(tile)
+        return TileJob(frame_id, tile.item_id, image, scale, decode_s=decode_s)
 
     def Detect(self, request: pb.DetectRequest, context: grpc.ServicerContext) -> pb.DetectReply:
         received = time.perf_counter()
@@ -162,18 +178,22 @@ class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
         ids = [t.item_id for t in request.tiles]
         if len(set(ids)) != len(ids):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "item_id values repeat within the request")
-        jobs = []
-        try:  # decode everything first: a bad tile fails the request before any tile is queued
+        try:  # every tile's header first: a bad request fails before any of its tiles is queued
             for t in request.tiles:
-                t0 = time.perf_counter()
-                image = decode_tile(t, self.spec.max_side)
-                jobs.append(TileJob(request.frame_id, t.item_id, image, scale, decode_s=time.perf_counter() - t0))
+                check_tile(t, self.spec.max_side)
+            jobs = [self._first(request.frame_id, request.tiles[0], scale)] if n else []
         except PayloadError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        # The rest decode on the decoder thread while the tiles before them run (cv2 releases the
+        # GIL): a request of n tiles waits for one decode, not n.
+        jobs += [TileJob(request.frame_id, t.item_id, None, scale, pending=self._decoder.submit(_timed_decode, t))
+                 for t in request.tiles[1:]]
 
         def cancel() -> None:  # runs when the RPC ends; only unstarted tiles are skipped
             for j in jobs:
                 j.cancelled = True
+                if j.pending is not None:
+                    j.pending.cancel()
 
         context.add_callback(cancel)
         # This thread runs the tiles itself when their turn comes (FIFO across requests): no
@@ -182,6 +202,9 @@ class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
             if context.is_active():  # the worker is stopping
                 context.abort(grpc.StatusCode.UNAVAILABLE, f"worker '{self.spec.node}' is stopping")
             return pb.DetectReply()
+        bad = [j for j in jobs if j.bad_payload]
+        if bad:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, bad[0].error)
         failed = [j for j in jobs if j.error]
         if failed:
             context.abort(grpc.StatusCode.INTERNAL, f"detector failed on tile {failed[0].item_id}: {failed[0].error}")
@@ -282,6 +305,7 @@ def serve(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
         health_servicer.enter_graceful_shutdown()
         server.stop(grace=1.0).wait(2.0)
         loop.stop()
+        servicer.close()
         log.info("worker '%s' stopped after %d tiles", spec.node, loop.processed)
 
 
