@@ -37,7 +37,7 @@ from omegaconf import OmegaConf, open_dict
 from hode.config import ROOT, build, compose_config
 from hode.errors import HodeError
 
-SCHEDULERS = ["fourk", "elf", "roundrobin", "salbs", "greedy", "dqn", "oracle"]
+SCHEDULERS = ["fourk", "elf", "roundrobin", "salbs", "greedy", "dqn", "oracle_grid", "oracle"]
 NO_FILTER = {"fourk", "elf"}  # they choose their own regions: filter=none only
 FILTERS = ["none", "st"]
 
@@ -216,12 +216,12 @@ def _f(v, nd=2) -> str:
 
 def print_table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
-    print(f"{'scheduler':<11}{'filter':<7}{'fps':>7}{'p50 ms':>9}{'p95 ms':>9}{'mAP50':>8}{'vs oracle':>11}{'vs fourk':>10}")
+    print(f"{'scheduler':<13}{'filter':<7}{'fps':>7}{'p50 ms':>9}{'p95 ms':>9}{'mAP50':>8}{'vs oracle':>11}{'vs fourk':>10}")
     for r in rows:
         if "error" in r:
-            print(f"{r['scheduler']:<11}{r['filter']:<7}  error: {r['error']}")
+            print(f"{r['scheduler']:<13}{r['filter']:<7}  error: {r['error']}")
             continue
-        print(f"{r['scheduler']:<11}{r['filter']:<7}{_f(r['fps']):>7}{_f(r['latency_p50_ms'], 0):>9}"
+        print(f"{r['scheduler']:<13}{r['filter']:<7}{_f(r['fps']):>7}{_f(r['latency_p50_ms'], 0):>9}"
               f"{_f(r['latency_p95_ms'], 0):>9}{_f(r.get('map50'), 3):>8}{_f(r.get('fps_vs_oracle'), 3):>11}"
               f"{_f(r.get('fps_vs_fourk'), 2):>10}")
 
@@ -263,7 +263,7 @@ def main() -> None:
     if "decision" in res:
         print(f"\ndecision time per frame, {res['decision']['nodes']} nodes, one thread:")
         for s, v in res["decision"]["per_scheduler"].items():
-            print(f"  {s:<11} median {v['median_ms']:.3f} ms   p95 {v['p95_ms']:.3f} ms")
+            print(f"  {s:<13} median {v['median_ms']:.3f} ms   p95 {v['p95_ms']:.3f} ms")
     print(f"\nresults: {out}")
 
 

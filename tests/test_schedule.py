@@ -153,6 +153,19 @@ def test_oracle_uses_true_speed_and_true_counts():
     assert [it.count for it in items] == [2.0, 1.0]  # truth, not the (zero) counts it was given
 
 
+def test_oracle_grid_picks_the_best_share_vector_on_the_dqns_grid():
+    # true speeds 3:1, 8 tiles: the exact best [6, 2] (done at t=2) is on the 0.25 grid ...
+    nodes = [node("small", rank=0, speed=1, true_speed=3), node("large", rank=1, speed=1, true_speed=1)]
+    assert np.bincount(Oracle().assign(work([0] * 8), nodes), minlength=2).tolist() == [6, 2]
+    assert np.bincount(Oracle(step=0.25).assign(work([0] * 8), nodes), minlength=2).tolist() == [6, 2]
+    # ... not on the 0.5 grid, whose best is all on the fast node (t=8/3; half and half: t=4)
+    assert np.bincount(Oracle(step=0.5).assign(work([0] * 8), nodes), minlength=2).tolist() == [8, 0]
+    three = [node("a", true_speed=3), node("b", true_speed=1), node("c", true_speed=1)]
+    assert np.bincount(Oracle().assign(work([0] * 5), three), minlength=3).tolist() == [3, 1, 1]  # t=1
+    assert np.bincount(Oracle(step=0.5).assign(work([0] * 5), three), minlength=3).tolist() == [5, 0, 0]  # t=5/3
+    assert Oracle(step=0.5).assign(work([0] * 5), three) == Oracle(step=0.5).assign(work([0] * 5), three)
+
+
 def test_fourk_sends_whole_frames_by_smooth_weighted_round_robin():
     f = InferFourK(power={"a": 2, "b": 1})
     assert f.uses_filter is False
@@ -198,7 +211,7 @@ def test_elf_work_crops_last_boxes_and_falls_back_to_all_tiles():
     assert e.assign(sized, [node(speed=3), node(speed=1)]) == [0, 0, 1]  # 150 of 200 pixels to the 3x node
 
 
-@pytest.mark.parametrize("sched", [SpeedAware(), Greedy(), Oracle(), InferFourK(), ElfBased()])
+@pytest.mark.parametrize("sched", [SpeedAware(), Greedy(), Oracle(), Oracle(step=0.1), InferFourK(), ElfBased()])
 def test_every_scheduler_refuses_when_no_node_is_up(sched):
     with pytest.raises(HodeError, match="no edge node is up"):
         sched.assign(work([1, 2]), [node(up=False), node(up=False)])

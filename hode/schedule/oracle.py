@@ -6,6 +6,11 @@ its queue; dispatch is accuracy-aware on the *true* pedestrian counts of this fr
 frame's ground truth, when it has one). It is the yardstick: every other scheduler's throughput is
 reported as a fraction of this one's. It keeps the filter's tiles; pair it with ``filter=oracle``
 for true occupancy too.
+
+``step`` (``scheduler=oracle_grid``): the counts are chosen among the DQN's actions instead, the share
+grid at that step rounded by largest remainder, still with true speeds: the best any policy on the
+paper's action space can do, so the gap between it and ``oracle`` is what the grid costs and the gap
+between ``dqn`` and it is what the learning leaves.
 """
 from __future__ import annotations
 
@@ -15,13 +20,18 @@ import numpy as np
 
 from hode.schedule.base import Scheduler, tile_work
 from hode.schedule.dispatch import accuracy_aware
-from hode.schedule.shares import earliest_finish_counts
+from hode.schedule.shares import best_on_grid, earliest_finish_counts, simplex_actions
 from hode.tiling import Tiler
 from hode.types import Detections, Frame, NodeState, WorkItem
 
 
 class Oracle(Scheduler):
     name = "oracle"
+
+    def __init__(self, step: float | None = None, name: str | None = None) -> None:
+        super().__init__(name)
+        self.step = step
+        self._actions: np.ndarray | None = None
 
     def work(self, frame: Frame, tiler: Tiler, keep: np.ndarray, counts: np.ndarray,
              last: Detections) -> list[WorkItem]:
@@ -32,5 +42,11 @@ class Oracle(Scheduler):
 
     def assign(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:
         speed = [n.true_speed if n.true_speed is not None else n.speed for n in nodes]
-        counts = earliest_finish_counts(len(work), [n.queue for n in nodes], speed, [n.up for n in nodes])
+        queue, up = [n.queue for n in nodes], [n.up for n in nodes]
+        if self.step is None:
+            counts = earliest_finish_counts(len(work), queue, speed, up)
+        else:
+            if self._actions is None or self._actions.shape[1] != len(nodes):
+                self._actions = simplex_actions(len(nodes), self.step)
+            counts = best_on_grid(self._actions, len(work), queue, speed, up)
         return accuracy_aware(work, counts, nodes)
