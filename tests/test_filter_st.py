@@ -32,13 +32,18 @@ def test_shared_fusion_runs_on_any_grid():
     assert net(torch.zeros(1, 5, 3, 4)).shape == (1, 3, 4)
 
 
-def test_filter_keeps_all_during_warmup_then_a_mask(tmp_path):
+def test_filter_keeps_all_before_any_result_then_pads_a_short_history(tmp_path):
     path = save_checkpoint(tmp_path / "f.ckpt", STNet(3, 4, channels=4, units=1), {"threshold": 0.5})
     f = STFilter(str(path))
     h = np.random.default_rng(0).poisson(1.0, (6, 3, 4)).astype(np.float32)
-    assert f(h[:0]).all() and f(h[:3]).all()  # fewer frames than the trend window: keep all
+    assert f(h[:0]).all()  # no result yet: every tile
+    # fewer frames than the trend window (5): the oldest stands in for the missing ones
+    padded = np.concatenate([h[:1], h[:1], h[:3]])
+    assert (STFilter(str(path))(h[:3]) == STFilter(str(path))(padded)).all()
     keep = f(h)
     assert keep.shape == (3, 4) and keep.dtype == bool
+    strict = save_checkpoint(tmp_path / "g.ckpt", STNet(3, 4, channels=4, units=1), {"threshold": 1.0})
+    assert not STFilter(str(strict))(np.zeros((2, 3, 4), np.float32)).any()  # no longer "keep all"
 
 
 def test_checkpoint_round_trip(tmp_path):
