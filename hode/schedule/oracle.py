@@ -20,7 +20,7 @@ import numpy as np
 
 from hode.schedule.base import Scheduler, tile_work
 from hode.schedule.dispatch import accuracy_aware
-from hode.schedule.shares import best_on_grid, earliest_finish_counts, simplex_actions
+from hode.schedule.shares import best_on_grid, earliest_finish_counts, simplex_actions, simplex_size
 from hode.tiling import Tiler
 from hode.types import Detections, Frame, NodeState, WorkItem
 
@@ -30,6 +30,8 @@ class Oracle(Scheduler):
 
     def __init__(self, step: float | None = None, name: str | None = None) -> None:
         super().__init__(name)
+        if step is not None:
+            simplex_size(1, step)  # a step that does not divide 1 fails here, not at the first frame
         self.step = step
         self._actions: np.ndarray | None = None
 

@@ -37,7 +37,8 @@ def simplex_actions(nodes: int, step: float = 0.1) -> np.ndarray:
 
 
 def _units(step: float) -> int:
-    check(0 < step <= 1, f"scheduler.step (share granularity) must be in (0, 1], got {step!r}")
+    check(isinstance(step, (int, float)) and not isinstance(step, bool) and 0 < step <= 1,
+          f"scheduler.step (share granularity) must be a number in (0, 1], got {step!r}")
     units = round(1 / step)
     check(abs(units * step - 1) < 1e-6, f"scheduler.step must divide 1 evenly (0.1, 0.2, 0.25 ...), got {step!r}")
     return units
