@@ -83,6 +83,14 @@ def test_fourk_method_runs_the_detector_at_native_4k() -> None:
     assert cfg.scheduler.name == "fourk" and cfg.detector.imgsz == 3840
 
 
+@pytest.mark.parametrize("imgsz", [640, 2048])
+def test_fig2_letterboxes_the_whole_frame_to_each_imgsz(imgsz: int) -> None:
+    """The detector's native-scale rule (crops larger than imgsz run at their own size) would run every
+    Fig. 2 job at 3840 and draw a flat line; the sweep turns it off."""
+    cfg = compose_with_hydra(["+experiment=fig2", "detector=yolov5s", f"detector.imgsz={imgsz}"])
+    assert build(cfg.detector)._imgsz_for((2160, 3840, 3)) == imgsz
+
+
 def test_sweep_job_groups_tags_and_identifies_jobs(tmp_path: Path) -> None:
     cfg = OmegaConf.create({"experiment": {"name": "fig11", "size": "quick", "resume": True},
                             "logger": {"_target_": "hode.logger.WandbLogger", "group": None},
