@@ -202,3 +202,20 @@ def test_infer4k_reaches_its_ceiling_in_a_long_replay_run() -> None:
 
     cfg = compose_with_hydra(["runner=sim", "topology=paper5", "logger=none"])
     assert 0.95 * fourk_ceiling(cfg) < fourk_long_run(cfg, frames=1000) <= 1.02 * fourk_ceiling(cfg)
+
+
+def test_dqn_decisions_logs_each_decision_beside_the_grid_best(tmp_path: Path) -> None:
+    """Real camera loop in the simulator (real YOLO fills the cache): every DQN decision is logged
+    with the grid's best by the measured speeds, which never finishes later by those speeds."""
+    from experiments.dqn_decisions import decision_log, summary
+
+    over = ["runner=sim", "topology=local2", "logger=none", "progress=false", "filter=none", "dataset.width=1024",
+            "dataset.height=768", "dataset.frames=4", "runner.in_flight=1", f"runner.backend.cache_dir={tmp_path}"]
+    rows = decision_log(over, trace=[{"node": "gtx1050", "start": 2, "end": 4, "factor": 3.0}])
+    assert len(rows) == 4
+    for r in rows:
+        assert sum(r["dqn"]) == sum(r["grid_best"]) == r["tiles"] > 0
+        if r["all_measured"]:
+            assert r["grid_best_ms_measured"] <= r["dqn_ms_measured"] + 1e-6
+    s = summary(rows)
+    assert s["decisions"] == sum(r["all_measured"] for r in rows) >= 2
