@@ -126,7 +126,8 @@ def decode_tile(tile: pb.Tile, max_side: int = MAX_SIDE, checked: bool = False) 
     if tile.encoding == pb.RAW:
         return np.frombuffer(data, np.uint8).reshape(h, w, c)
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        # As stored, EXIF orientation ignored: the pixels are the camera's tile, the size is the header's.
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     except cv2.error as e:  # e.g. beyond OPENCV_IO_MAX_IMAGE_PIXELS
         raise PayloadError(f"{name}: cannot decode: {str(e).strip().splitlines()[-1][:120]}") from None
     check(image is not None, f"{name}: payload is not a valid {pb.Encoding.Name(tile.encoding)} image", PayloadError)
