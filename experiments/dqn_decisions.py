@@ -22,12 +22,7 @@ from omegaconf import open_dict
 
 from hode.config import ROOT, build, compose_config
 from hode.errors import HodeError
-from hode.schedule.shares import best_on_grid, known_speeds
-
-
-def last_finish_s(counts: np.ndarray, queue: np.ndarray, speed: np.ndarray) -> float:
-    """When the last node that gets work would be done, in seconds, at ``speed`` items/s."""
-    return float(np.max(np.where(counts > 0, (queue + counts) / np.maximum(speed, 1e-9), 0.0)))
+from hode.schedule.shares import best_on_grid, known_speeds, last_finish
 
 
 def decision_log(overrides: list[str], trace: list[dict]) -> list[dict]:
@@ -50,10 +45,10 @@ def decision_log(overrides: list[str], trace: list[dict]) -> list[dict]:
         rows.append({"decision": len(rows), "tiles": int(n_items), "dqn": counts.tolist(), "grid_best": best.tolist(),
                      "all_measured": all(x.measured for x in nodes if x.up),
                      "measured_share": np.round(measured / measured.sum(), 3).tolist(),
-                     "dqn_ms_measured": 1000 * last_finish_s(counts, queue, measured),
-                     "grid_best_ms_measured": 1000 * last_finish_s(best, queue, measured),
-                     "dqn_ms_true": 1000 * last_finish_s(counts, queue, true),
-                     "grid_best_ms_true": 1000 * last_finish_s(best, queue, true)})
+                     "dqn_ms_measured": 1000 * float(last_finish(counts, queue, measured)),
+                     "grid_best_ms_measured": 1000 * float(last_finish(best, queue, measured)),
+                     "dqn_ms_true": 1000 * float(last_finish(counts, queue, true)),
+                     "grid_best_ms_true": 1000 * float(last_finish(best, queue, true))})
         return counts
 
     dqn.decide = logged

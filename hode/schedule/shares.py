@@ -133,8 +133,15 @@ def best_on_grid(actions: np.ndarray, total: int, queue: Sequence[float], speed:
     check(ok.any(), "no edge node is up with a positive speed: cannot schedule work")
     allowed = ~np.any(actions[:, ~ok] > 0, axis=1)
     counts = largest_remainder_rows(actions[allowed], total)
-    finish = np.where(counts > 0, (q + counts) / np.where(ok, v, 1.0), 0.0).max(axis=1)
-    return counts[int(np.argmin(finish))]
+    return counts[int(np.argmin(last_finish(counts, q, v)))]
+
+
+def last_finish(counts: np.ndarray, queue: Sequence[float], speed: Sequence[float]) -> np.ndarray:
+    """When the last node given work would be done, ``max (q_i + x_i) / v_i`` over the nodes with
+    ``x_i > 0`` (0 when none is), for counts ``(..., M)``: one value per row."""
+    c = np.asarray(counts)
+    v = np.maximum(np.asarray(speed, np.float64), 1e-9)  # a node without speed gets no work here
+    return np.where(c > 0, (np.asarray(queue, np.float64) + c) / v, 0.0).max(axis=-1)
 
 
 class StaleProbe:
