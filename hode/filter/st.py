@@ -86,8 +86,9 @@ class STFilter(GuardedFilter):
 
     Before the first result of a video comes back every tile is kept; while the history is shorter
     than the trend window its oldest frame stands in for the missing ones. ``threshold``,
-    ``probe_threshold`` and ``probe_every`` override the checkpoint's validated policy; ``walkin_beta`` overrides the checkpoint's walk-in knob and ``walkin=False``
-    falls back to the global probe rule. ``base`` (in the policy; the argument overrides it) says where
+    ``probe_threshold`` and ``probe_every`` override the checkpoint's validated policy;
+    ``walkin_beta`` overrides the checkpoint's walk-in knob and ``walkin=False`` falls back to the
+    global probe rule. ``base`` (in the policy; the argument overrides it) says where
     the mask that probing and guards add to comes from: the net (``net``), Comp-1 (``comp1``: kept
     iff detected at ``t-1``; with walk-in probing the net is not run; an ablation) or both
     (``net_or_comp1``). The filter is stateful (it remembers its own keep masks); an empty history
