@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from hode.config import CONF_DIR, options
+from hode.config import check_options
 from hode.errors import HodeError
 
 EXIT_USER_ERROR = 2
@@ -20,18 +20,11 @@ EXIT_USER_ERROR = 2
 
 def _check_options(argv: list[str]) -> None:
     """Refuse ``group=option`` overrides naming an option that does not exist, in one line."""
-    for arg in argv:
-        if "=" not in arg or arg.startswith(("hydra", "-")):
-            continue
-        key, value = arg.split("=", 1)
-        group = key.lstrip("+~")
-        if "." in group or "/" in group or not (CONF_DIR / group).is_dir():
-            continue
-        for choice in value.split(","):  # multirun: a,b,c
-            if choice and choice not in options(group):
-                print(f"error: unknown {group} option '{choice}' (available: {', '.join(options(group))})",
-                      file=sys.stderr)
-                sys.exit(EXIT_USER_ERROR)
+    try:
+        check_options(argv)
+    except HodeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from hode.config import ROOT, build, compose_config
+from hode.errors import HodeError
 from hode.pipeline import Pipeline
 
 DISTURBED = 100  # frame indices of the disturbed pass start here (chaos and traces are by frame index)
@@ -185,7 +186,10 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides")
     args = ap.parse_args()
     args.frames = args.frames or (10 if args.mode == "live" else 40)
-    out = live(args) if args.mode == "live" else sim(args)
+    try:
+        out = live(args) if args.mode == "live" else sim(args)
+    except HodeError as e:
+        raise SystemExit(f"error: {e}") from None
     path = Path(args.out or ROOT / "outputs" / "bench_faults" / f"{args.mode}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=str))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from hode.cluster.sim_replay import replay
 from hode.config import ROOT, build, compose_config
+from hode.errors import HodeError
 from hode.pipeline import Pipeline
 from hode.schedule.base import RoundRobin
 from hode.types import Frame
@@ -87,7 +88,10 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. runner=sim_dynamic")
     args = ap.parse_args()
 
-    cfg = config(args.frames, args.cache_dir, args.overrides)
+    try:
+        cfg = config(args.frames, args.cache_dir, args.overrides)
+    except HodeError as e:
+        raise SystemExit(f"error: {e}") from None
     frames = list(build(cfg.dataset))
     t0 = time.perf_counter()
     sim, *_ = run_pipeline(cfg, frames, len(frames))  # fills the cache (real detector on each miss)

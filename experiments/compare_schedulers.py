@@ -234,7 +234,7 @@ def main() -> None:
     ap.add_argument("--in-flight", type=int, default=2, help="frames outstanding (runner.in_flight)")
     ap.add_argument("--schedulers", nargs="+", default=SCHEDULERS)
     ap.add_argument("--filters", nargs="+", default=FILTERS)
-    ap.add_argument("--parts", nargs="+", default=["pipeline", "replay", "decision"])
+    ap.add_argument("--parts", nargs="+", default=["pipeline", "replay", "decision"], choices=["pipeline", "replay", "decision"])
     ap.add_argument("--dqn-ckpt", default=None, help="DQN checkpoint (default: the config's, weights/dqn_paper5.pt)")
     ap.add_argument("--cache-dir", default=None, help="detection cache (default: the runner's, .cache/detections)")
     ap.add_argument("--seed", type=int, default=0)
@@ -250,7 +250,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for part, fn in (("decision", decision_part), ("replay", replay_part), ("pipeline", pipeline_part)):
         if part in args.parts:
-            res[part] = fn(args, log)
+            try:
+                res[part] = fn(args, log)
+            except HodeError as e:
+                raise SystemExit(f"error: {e}") from None
             out.write_text(json.dumps(res, indent=1))  # what is done so far survives a later failure
     if "pipeline" in res:
         for name, sc in res["pipeline"]["scenarios"].items():

@@ -34,16 +34,36 @@ def build(node: DictConfig | dict, **kwargs: Any) -> Any:
         raise ConfigError(f"cannot build {target}: {msg}") from None
 
 
+def check_options(overrides: list[str]) -> None:
+    """Refuse ``group=option`` overrides naming an option that does not exist, in one line
+    (Hydra's own error lists its search path over many)."""
+    for arg in overrides:
+        if "=" not in arg or arg.startswith(("hydra", "-")):
+            continue
+        key, value = arg.split("=", 1)
+        group = key.lstrip("+~")
+        if "." in group or "/" in group or not (CONF_DIR / group).is_dir():
+            continue
+        for choice in value.split(","):  # multirun: a,b,c
+            if choice and choice not in options(group):
+                raise ConfigError(f"unknown {group} option '{choice}' (available: {', '.join(options(group))})")
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     """``conf/config.yaml`` composed as ``python run.py <overrides>`` would, outside a running app
     (benchmarks, tests): Hydra's own config is registered so ``${hydra:...}`` interpolations resolve,
-    then dropped from the result."""
+    then dropped from the result. An unknown option or a malformed override is a :class:`ConfigError`."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
     from omegaconf import open_dict
 
+    check_options(list(overrides))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        try:
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        except HydraException as e:
+            raise ConfigError(f"cannot compose the config: {str(e).strip().splitlines()[0]}") from None
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]

@@ -49,3 +49,16 @@ def test_build_surfaces_the_users_mistake(cfg_factory):
     cfg = cfg_factory(["tiling.tile=-3"])
     with pytest.raises(HodeError, match="tiling.tile must be a positive integer"):
         build(cfg.tiling)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("topology=nope", "unknown topology option 'nope' (available: "),
+    ("runner.in_flight==", "cannot compose the config: Error parsing override"),
+])
+def test_compose_config_refuses_a_bad_override_in_one_line(override, message):
+    """What the benchmarks compose with (hode.config.compose_config): the same one line run.py gives."""
+    from hode.config import compose_config
+
+    with pytest.raises(HodeError) as err:
+        compose_config([override])
+    assert message in str(err.value) and "\n" not in str(err.value)
