@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from hode.cluster.topology import Topology
+from hode.config import ROOT
 from remote.artifacts import project_wheel
 from remote.errors import RemoteError
 from remote.host import HostSession
 from remote.inventory import remote_workers
 from remote.launcher import Launcher
-from sshd import Blackhole, free_port, lab_fixture
+from sshd import Blackhole, NotSsh, free_port, lab_fixture
 
 lab = pytest.fixture(scope="module")(lab_fixture)
 
@@ -185,3 +186,31 @@ def test_default_venv_sees_the_packages_of_an_interpreter_that_is_itself_a_venv(
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().startswith(str(work / "venv")), r.stdout  # the wheel, not the env's copy
 
+
+@pytest.mark.parametrize("server", ["nothing", "closes at once", "never answers"])
+def test_unreachable_host_is_one_line_from_the_cli(lab, server):
+    """Deploy and status against a port without an SSH server: one line, no paramiko traceback, no hang."""
+    address, port, other = "127.0.0.9", free_port("127.0.0.9"), None
+    if server != "nothing":
+        other = NotSsh(address, silent=server == "never answers")
+        port = other.port
+    node = lab.node("a", "gone", free_port("127.0.0.2"), lab.known_hosts("a"))
+    node["ssh"].update(host=address, port=port, connect_timeout=1)
+    hosts = lab.topology([node])
+    try:
+        # timeout: a hang fails the test (connect_timeout is 1 s)
+        deploy = subprocess.run([sys.executable, "-m", "remote", "deploy", f"topology={hosts}"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        status = subprocess.run([sys.executable, "-m", "remote", "status", f"topology={hosts}"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        if other is not None:
+            other.close()
+    who = f"remote host gone ({lab.user}@{address}:{port})"
+    assert deploy.returncode == 2 and deploy.stdout == "", deploy
+    (line,) = deploy.stderr.strip().splitlines()  # exactly one line: no traceback, no paramiko log
+    assert line.startswith(f"error: {who}: ") and ("connection refused" if server == "nothing" else
+                                                   "no SSH server answers") in line, line
+    assert status.returncode == 1 and status.stderr.strip() == "", status
+    (row,) = status.stdout.strip().splitlines()
+    assert row.startswith("gone") and f"unreachable: {who}: " in row, row
