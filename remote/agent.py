@@ -12,7 +12,9 @@ reused by another process after a reboot is never touched.
 import hashlib
 import json
 import os
+import shutil
 import signal
+import site
 import socket
 import subprocess
 import sys
@@ -50,18 +52,52 @@ def _missing_modules(python, pythonpath=None):
     return r.stdout.split() if r.returncode == 0 else list(NEEDED)
 
 
+def _make_venv(venv):
+    """The per-project venv of this interpreter (created when missing or made by another one); its python.
+
+    --system-site-packages reuses the host's own packages (JetPack's torch on a Jetson) instead of
+    reinstalling them. When the configured interpreter is itself a venv, that flag only reaches the
+    venv's *base* interpreter, not the venv's own packages: a .pth file adds them (with their own .pth
+    files, e.g. editable installs), so the new venv sees exactly what the interpreter sees.
+    """
+    python = os.path.join(venv, "bin", "python")
+    made_by = os.path.join(venv, ".hode-python")
+    if os.path.exists(python) and _read(made_by) not in (None, sys.executable):
+        shutil.rmtree(venv)  # made by another ssh.python: its packages are not this interpreter's
+    if not os.path.exists(python):
+        r = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise Fail("cannot create the venv %s with %s: %s" % (venv, sys.executable, _last(r.stderr)))
+    if _read(made_by) is None:
+        with open(made_by, "w") as f:
+            f.write(sys.executable)
+    own = _venv_site_dirs()
+    if own:
+        where = "import site,sys; print([d for d in site.getsitepackages() if d.startswith(sys.prefix)][0])"
+        r = subprocess.run([python, "-c", where], capture_output=True, text=True)  # the dir whose .pth files run
+        if r.returncode != 0 or not r.stdout.strip():
+            raise Fail("the venv %s does not run: %s" % (venv, _last(r.stderr)))
+        lines = ["import site; site.addsitedir(%r)" % d for d in own]
+        with open(os.path.join(r.stdout.strip(), "_hode_parent_site.pth"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return python
+
+
+def _venv_site_dirs():
+    """This interpreter's own site-packages when it runs in a venv (empty for a base/conda interpreter)."""
+    if sys.prefix == sys.base_prefix:
+        return []
+    prefix = os.path.realpath(sys.prefix) + os.sep
+    return [d for d in site.getsitepackages() if os.path.isdir(d) and os.path.realpath(d).startswith(prefix)]
+
+
 def cmd_install(a):
     """Install the project wheel (no dependencies) into the per-project venv, or a target dir."""
     work, wheel, sha = a["work_dir"], a["wheel"], a["sha"]
     if a["venv"]:
         venv = os.path.join(work, "venv")
-        python = os.path.join(venv, "bin", "python")
-        if not os.path.exists(python):
-            # --system-site-packages: the host's own torch (JetPack's on a Jetson) is reused, not reinstalled
-            r = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                raise Fail("cannot create the venv %s with %s: %s" % (venv, sys.executable, _last(r.stderr)))
+        python = _make_venv(venv)
         marker, target, pythonpath = os.path.join(venv, ".hode-wheel"), None, None
     else:
         python = sys.executable

@@ -20,7 +20,21 @@ import paramiko
 from remote.errors import RemoteError
 from remote.inventory import HostSpec
 
+
+class _NoTransportDumps(logging.Filter):
+    """Drops the ERROR records of paramiko's transport thread.
+
+    That thread logs every failure (e.g. a port that does not speak SSH) as an ERROR plus one record
+    per traceback line; the same failure reaches the caller as an exception, which :func:`connect`
+    and :func:`execute` turn into the one error line.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
 logging.getLogger("paramiko").setLevel(logging.WARNING)  # "Connected", "Authentication successful": noise in run logs
+logging.getLogger("paramiko.transport").addFilter(_NoTransportDumps())
 _KNOWN_HOSTS_LOCK = threading.Lock()  # hosts deploy in parallel threads; one writer at a time
 
 
@@ -109,6 +123,14 @@ def connect(spec: HostSpec, who: str) -> paramiko.SSHClient:
         raise RemoteError(f"{who}: unreachable ({e.strerror or e})") from None
     except paramiko.SSHException as e:
         client.close()
+        # Something accepts TCP on that port, but it is not an SSH server (or not one that answers):
+        # paramiko says so as a banner error, or, when its own wait ran out first, as "No existing session".
+        if str(e).startswith("Error reading SSH protocol banner"):
+            raise RemoteError(f"{who}: no SSH server answers on port {spec.port} (the connection was closed or "
+                              f"sent no SSH banner within {t:g} s)") from None
+        if str(e) == "No existing session":
+            raise RemoteError(f"{who}: no SSH server answers on port {spec.port} "
+                              f"(no SSH handshake within {t:g} s)") from None
         raise RemoteError(f"{who}: SSH handshake failed ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     return client
 

@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -217,6 +218,35 @@ class Blackhole:
     def close(self) -> None:
         self.filler.close()
         self.server.close()
+
+
+class NotSsh:
+    """A loopback port where something other than an SSH server listens: it accepts TCP connections,
+    then closes them at once (``silent=False``) or keeps them open without a word (``silent=True``)."""
+
+    def __init__(self, address: str = "127.0.0.9", silent: bool = False) -> None:
+        self.server = socket.socket()
+        self.server.bind((address, 0))
+        self.server.listen(8)
+        self.address, self.port = address, self.server.getsockname()[1]
+        self.silent, self.held = silent, []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            if self.silent:
+                self.held.append(conn)
+            else:
+                conn.close()
+
+    def close(self) -> None:
+        self.server.close()
+        for conn in self.held:
+            conn.close()
 
 
 def lab_fixture(tmp_path_factory):

@@ -7,15 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
-from hode.cluster.topology import Topology
 from hode.config import ROOT
 from remote.__main__ import main as remote_main
-from remote.launcher import Launcher
 from sshd import free_port, lab_fixture
 
 lab = pytest.fixture(scope="module")(lab_fixture)
@@ -76,6 +73,8 @@ def test_cli_deploy_status_logs_teardown(lab, tmp_path, capsys):
     assert f"edge-b         started          127.0.0.3:{pb}" in text
     pids = lab.worker_pids()
     assert len(pids) == 2
+    for h in ("a", "b"):  # the default venv: true, made from the interpreter running the tests (venv, conda or system)
+        assert (lab.hosts[h].work_dir / "venv" / ".hode-python").read_text() == sys.executable
 
     rc, text = remote(capsys, "status", *topology)
     assert rc == 0 and text.count("serving") == 2, text
@@ -103,21 +102,29 @@ def test_cli_deploy_status_logs_teardown(lab, tmp_path, capsys):
 
 
 def test_ctrl_c_during_deploy_rolls_back_every_host(lab, tmp_path):
+    """Ctrl-C on ``python -m remote deploy`` while the workers load: every host rolled back, exit 130.
+
+    The deploy runs in a child process and only that child gets the SIGINT: whatever happens to the
+    deploy, no signal can reach the test process (a Ctrl-C outliving its test aborted the whole run).
+    """
     known = lab.known_hosts("a", "b")
-    launcher = Launcher(Topology([lab.node("a", "edge-a", free_port("127.0.0.2"), known),
-                                  lab.node("b", "edge-b", free_port("127.0.0.3"), known)]), log_dir=tmp_path)
-
-    def ctrl_c_once_both_started() -> None:
+    hosts = lab.topology([lab.node("a", "edge-a", free_port("127.0.0.2"), known),
+                          lab.node("b", "edge-b", free_port("127.0.0.3"), known)])
+    env = dict(os.environ, YOLO_OFFLINE="1")
+    child = subprocess.Popen([sys.executable, "-m", "remote", "deploy", f"topology={hosts}", "--out", str(tmp_path)],
+                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
         deadline = time.monotonic() + 120
-        while len(launcher.started) < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if not launcher.endpoints:  # still loading: the interrupt lands inside deploy()
-            os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=ctrl_c_once_both_started, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        launcher.deploy()
-        launcher.teardown()  # only reached if the workers were healthy before the interrupt
-        pytest.fail("deploy finished before the interrupt")
+        while len(pid_files(lab)) < 2 and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # both workers started (PID files written); they take seconds to load YOLO
+        assert child.poll() is None, f"deploy ended before the interrupt: {child.communicate()[1][-2000:]}"
+        assert len(pid_files(lab)) == 2, "the workers were not started within 120 s"
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", (out, err[-2000:])
+    assert "started" not in out  # interrupted inside deploy(), before any worker was reported up
     assert lab.worker_pids() == [] and pid_files(lab) == []
-    assert launcher.started == {}

@@ -3,19 +3,23 @@ other host rolled back, and no worker process or PID file left anywhere."""
 from __future__ import annotations
 
 import json
+import os
+import site
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from hode.cluster.topology import Topology
+from hode.config import ROOT
 from remote.artifacts import project_wheel
 from remote.errors import RemoteError
 from remote.host import HostSession
 from remote.inventory import remote_workers
 from remote.launcher import Launcher
-from sshd import Blackhole, free_port, lab_fixture
+from sshd import Blackhole, NotSsh, free_port, lab_fixture
 
 lab = pytest.fixture(scope="module")(lab_fixture)
 
@@ -153,3 +157,60 @@ def test_host_python_without_pip_is_one_clear_line(lab, tmp_path):
             s.install(path, wheel.sha256)
     finally:
         s.close()
+
+
+def test_default_venv_sees_the_packages_of_an_interpreter_that_is_itself_a_venv(lab, tmp_path):
+    """ssh.python may be a venv's (or a conda env's) python that has the packages: the per-project venv
+    (venv: true, the default) sees them, and imports the project from the wheel installed into it."""
+    env = tmp_path / "env"  # the host's interpreter: a venv holding a module of its own ...
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    where = "import site,sys; print([d for d in site.getsitepackages() if d.startswith(sys.prefix)][0])"
+    env_site = Path(subprocess.run([str(env / "bin" / "python"), "-c", where], capture_output=True, text=True,
+                                   check=True).stdout.strip())
+    (env_site / "only_in_the_env.py").write_text("WHERE = 'env'\n")
+    # ... and the project's dependencies (this interpreter's site dirs, as plain path lines)
+    ours = [d for d in [*site.getsitepackages(), site.getusersitepackages()] if os.path.isdir(d)]
+    (env_site / "deps.pth").write_text("\n".join(ours) + "\n")
+    work = tmp_path / "w"
+    s = session(lab, "venvpy", python=str(env / "bin" / "python"), work_dir=str(work))
+    wheel = project_wheel()
+    try:
+        s.bootstrap()
+        path, _ = s.upload(wheel, f"dist/{wheel.sha256[:12]}")
+        assert s.install(path, wheel.sha256) is True and s.install(path, wheel.sha256) is False  # venv reused
+        assert s.python == str(work / "venv" / "bin" / "python") and s.pythonpath is None
+    finally:
+        s.close()
+    r = subprocess.run([s.python, "-c", "import hode, only_in_the_env, torch, cv2; print(hode.__file__)"],
+                       capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().startswith(str(work / "venv")), r.stdout  # the wheel, not the env's copy
+
+
+@pytest.mark.parametrize("server", ["nothing", "closes at once", "never answers"])
+def test_unreachable_host_is_one_line_from_the_cli(lab, server):
+    """Deploy and status against a port without an SSH server: one line, no paramiko traceback, no hang."""
+    address, port, other = "127.0.0.9", free_port("127.0.0.9"), None
+    if server != "nothing":
+        other = NotSsh(address, silent=server == "never answers")
+        port = other.port
+    node = lab.node("a", "gone", free_port("127.0.0.2"), lab.known_hosts("a"))
+    node["ssh"].update(host=address, port=port, connect_timeout=1)
+    hosts = lab.topology([node])
+    try:
+        # timeout: a hang fails the test (connect_timeout is 1 s)
+        deploy = subprocess.run([sys.executable, "-m", "remote", "deploy", f"topology={hosts}"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        status = subprocess.run([sys.executable, "-m", "remote", "status", f"topology={hosts}"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        if other is not None:
+            other.close()
+    who = f"remote host gone ({lab.user}@{address}:{port})"
+    assert deploy.returncode == 2 and deploy.stdout == "", deploy
+    (line,) = deploy.stderr.strip().splitlines()  # exactly one line: no traceback, no paramiko log
+    assert line.startswith(f"error: {who}: ") and ("connection refused" if server == "nothing" else
+                                                   "no SSH server answers") in line, line
+    assert status.returncode == 1 and status.stderr.strip() == "", status
+    (row,) = status.stdout.strip().splitlines()
+    assert row.startswith("gone") and f"unreachable: {who}: " in row, row
