@@ -70,6 +70,15 @@ class Pipeline:
         self.tiler, self.filter, self.scheduler, self.backend = tiler, flow_filter, scheduler, backend
         self.history_len, self.in_flight, self.progress, self.on_frame = history, in_flight, progress, on_frame
 
+    def fit(self, size: tuple[int, int] | None) -> None:
+        """Check the stages against the frame size (W, H) before anything is labelled or started: a
+        filter bound to a tile grid adapts to this one (filter=st's transfer) or refuses in one line."""
+        if size is None:
+            return
+        check_grid = getattr(self.filter, "check_grid", None)
+        if check_grid is not None:
+            check_grid(self.tiler.grid(size[1], size[0]))
+
     def run(self, frames: Iterable[Frame], total: int | None = None) -> RunTrace:
         trace = RunTrace()
         self._counts: dict[int, np.ndarray] = {}  # frame index -> merged detection counts per tile

@@ -74,8 +74,9 @@ def write_results(cfg: DictConfig, results: dict, path: Path | None = None) -> d
 
 def summary_table(r: dict) -> str:
     """A few lines a person reads at the end of a run."""
+    against = f" (against {r['gt']})" if r.get("gt") else ""  # dataset ground truth, or golden labels
     lines = [f"task={r.get('task')}  frames={r.get('frames')}  fps={_f(r.get('fps'))}"
-             f"  mAP50={_f(r.get('map50'))}  mAP50-95={_f(r.get('map50_95'))}"]
+             f"  mAP50={_f(r.get('map50'))}  mAP50-95={_f(r.get('map50_95'))}{against}"]
     runner = r.get("runner") or {}
     if runner.get("emulated") and r.get("fps"):  # wall fps of a slowed-down emulation
         lines.append(f"emulated devices: time_scale={_f(runner['time_scale'], 2)} -> "

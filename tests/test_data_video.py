@@ -76,14 +76,18 @@ def test_video_file_frames(bus_mp4):
 
 def test_golden_labels_are_the_golden_configuration_and_cached(tmp_path, bus_mp4):
     cache = tmp_path / "cache"
-    kw = dict(golden_detector="ssd_mobilenet", golden_imgsz=300, golden_cache=str(cache), frames=2)
+    kw = dict(golden_detector="yolo11n", golden_imgsz=320, golden_cache=str(cache), frames=2)
     src = VideoSource(str(bus_mp4), **kw)
     assert src.gt_kind == "golden"
     src.prepare()
     frames = list(src)
     from hode.config import load_option
 
-    det = build(load_option("detector", "ssd_mobilenet"))
+    from hode.detect.factory import local_weights
+
+    from omegaconf import OmegaConf
+
+    det = build(OmegaConf.merge(local_weights(load_option("detector", "yolo11n")), {"imgsz": 320}))
     for f in frames:
         ref = det.predict([f.image])[0]
         np.testing.assert_allclose(f.gt.boxes, ref.boxes, atol=1e-3)
@@ -102,14 +106,13 @@ def test_golden_labels_are_the_golden_configuration_and_cached(tmp_path, bus_mp4
 
 
 def test_lazy_golden_without_prepare(bus_mp4):
-    src = VideoSource(str(bus_mp4), golden_detector="ssd_mobilenet", golden_imgsz=300, frames=1, golden_cache=None)
+    src = VideoSource(str(bus_mp4), golden_detector="yolo11n", golden_imgsz=320, frames=1, golden_cache=None)
     f = next(iter(src))
     assert f.gt is not None and f.gt.ignore is not None and len(f.gt) == len(f.gt.ignore)
 
 
 def test_golden_option_is_the_largest_of_the_family():
     assert golden_option("auto", "yolov5n") == "yolov5m"
-    assert golden_option("auto", "ssd_mobilenet") == "ssd_mobilenet"
     assert golden_option("yolov5s", "yolov5n") == "yolov5s"
 
 
@@ -166,9 +169,9 @@ def test_mixed_sizes_corrupt_and_truncated_images(tmp_path):
 
 
 def test_config_option_instantiates(cfg_factory, bus_mp4):
-    cfg = cfg_factory(["logger=none", "filter=none", "dataset=video", f"dataset.path={bus_mp4}", "detector=ssd_mobilenet"], fast=False)
+    cfg = cfg_factory(["logger=none", "filter=none", "dataset=video", f"dataset.path={bus_mp4}", "detector=yolo11n"], fast=False)
     src = build(cfg.dataset)
-    assert isinstance(src, VideoSource) and src.run_detector == "ssd_mobilenet" and len(src) == 6
+    assert isinstance(src, VideoSource) and src.run_detector == "yolo11n" and len(src) == 6
 
 
 def test_run_py_on_real_pedestrian_video_with_coco_detector(tmp_path, bus_mp4):
@@ -176,7 +179,7 @@ def test_run_py_on_real_pedestrian_video_with_coco_detector(tmp_path, bus_mp4):
     out = tmp_path / "run"
     cmd = [sys.executable, "run.py", "dataset=video", "filter=none", f"dataset.path={bus_mp4}", "dataset.frames=2",
            "dataset.width=480", "dataset.height=360",
-           "detector=ssd_mobilenet", "topology=single", "runner=inline", "dataset.golden_cache=null", "logger=none",
+           "detector=yolo11n", "topology=single", "runner=inline", "dataset.golden_cache=null", "logger=none",
            "progress=false", f"hydra.run.dir={out}"]
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
                        env={**os.environ, "WANDB_MODE": "disabled"})
@@ -184,4 +187,4 @@ def test_run_py_on_real_pedestrian_video_with_coco_detector(tmp_path, bus_mp4):
     r = json.loads((out / "results.json").read_text())
     assert r["gt"] == "golden" and r["frames"] == 2 and r["fps"] > 0
     assert r["map50"] is not None and 0.0 <= r["map50"] <= 1.0
-    assert r["nodes"][0]["model"] == "ssd_mobilenet" and r["nodes"][0]["items"] == 2  # 1 tile x 2 frames
+    assert r["nodes"][0]["model"] == "yolo11n" and r["nodes"][0]["items"] == 2  # 1 tile x 2 frames

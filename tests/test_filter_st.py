@@ -111,10 +111,28 @@ def test_base_ablation_takes_comp1s_mask_or_adds_it_to_the_nets(tmp_path):
         STFilter(str(path), base="comp2")
 
 
-def test_wrong_grid_is_refused(tmp_path):
-    path = save_checkpoint(tmp_path / "f.ckpt", STNet(5, 8, channels=4, units=1), {"threshold": 0.5})
+def test_another_grid_transfers_or_is_refused(tmp_path):
+    net = STNet(5, 8, channels=4, units=1)
+    with torch.no_grad():
+        net.bias.fill_(5.0)  # the net keeps every tile: a transferred filter must not run it
+    path = save_checkpoint(tmp_path / "f.ckpt", net, {"threshold": 0.5})
     with pytest.raises(WeightsError, match="5x8 tile grid, but this run's grid is 3x4"):
-        STFilter(str(path))(np.zeros((5, 3, 4), np.float32))
+        STFilter(str(path), transfer=False)(np.zeros((5, 3, 4), np.float32))
+    f = STFilter(str(path))
+    f.check_grid((3, 4))
+    assert f.base == "comp1" and "5x8 grid, run on 3x4" in f.transferred
+    counts = np.zeros((5, 3, 4), np.float32)
+    counts[-1, 1, 2] = 2
+    f.observe(counts[-1], f(counts[:0]))
+    keep = f(counts)
+    assert keep.shape == (3, 4) and keep[1, 2] and keep.sum() == 1  # Comp-1: the occupied tile alone
+    prior = save_checkpoint(tmp_path / "w.ckpt", STNet(5, 8, channels=4, units=1),
+                            {"threshold": 0.5, "walkin_prior": np.linspace(0, 0.2, 40).reshape(5, 8).tolist(),
+                             "walkin_beta": 1.0, "walkin_strength": 5.0})
+    walkin = STFilter(str(prior))
+    walkin.check_grid((2, 2))
+    assert walkin.prober.grid == (2, 2) and np.allclose(walkin.prober.prior, 0.1)
+    assert "walk-in probing from a uniform prior" in walkin.transferred
 
 
 def test_not_a_checkpoint_is_a_weights_error(tmp_path):

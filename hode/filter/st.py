@@ -99,8 +99,10 @@ class STFilter(GuardedFilter):
     def __init__(self, ckpt: str | None = None, name: str = "st", threshold: float | None = None,
                  probe_threshold: float | None = None, probe_every: int | None = None,
                  walkin_beta: float | None = None, walkin: bool | None = None,
-                 guard: dict | None = None, net: STNet | None = None, base: str | None = None) -> None:
+                 guard: dict | None = None, net: STNet | None = None, base: str | None = None,
+                 transfer: bool = True) -> None:
         super().__init__(guard)
+        check(isinstance(transfer, bool), f"filter.transfer must be true or false, got {transfer!r}")
         check(base is None or base in BASES, f"filter.base must be one of {', '.join(BASES)} or null, got {base!r}")
         check((ckpt is None) != (net is None), "filter=st needs exactly one of ckpt (a checkpoint path) or net")
         for key, v in (("threshold", threshold), ("probe_threshold", probe_threshold)):
@@ -118,6 +120,9 @@ class STFilter(GuardedFilter):
         self.trend = net.arch["trend"]
         self.memory = TileMemory()
         self._warned = False
+        self.transfer = transfer
+        self.transferred: str | None = None  # why the net is off on this run's grid (results.json)
+        self._grid: tuple[int, int] | None = None
         if walkin is False:
             policy["walkin_prior"] = None
         elif walkin and policy.get("walkin_prior") is None:
@@ -151,15 +156,34 @@ class STFilter(GuardedFilter):
         return p
 
     def check_grid(self, grid: tuple[int, int]) -> None:
+        """Make the filter fit this run's tile grid. A net with per-cell fusion, or a walk-in prior,
+        is bound to the grid it was trained on; on another grid (other footage, another size) the
+        filter *transfers*: the net is not run (its base becomes Comp-1) and walk-in probing starts
+        from a uniform prior at the trained mean rate, learning the new scene's entrances online. The
+        motion guard is pixel-based and works on any grid. ``transfer=False`` refuses instead."""
+        grid = tuple(int(g) for g in grid)
+        if grid == self._grid:
+            return
+        self._grid = grid
         bound = self.net.grid
-        if bound is not None and tuple(grid) != bound:
-            raise WeightsError(f"flow-filter checkpoint {self.ckpt} was trained for a {bound[0]}x{bound[1]} tile grid, "
-                               f"but this run's grid is {grid[0]}x{grid[1]} (train one for it with task=train_filter, "
-                               "or use a fusion=shared checkpoint)")
-        if self.prober is not None and tuple(grid) != self.prober.grid:
-            raise WeightsError(f"flow-filter checkpoint {self.ckpt} holds a walk-in prior for a {self.prober.grid[0]}x"
-                               f"{self.prober.grid[1]} tile grid, but this run's grid is {grid[0]}x{grid[1]} "
-                               "(use filter.walkin=false or refit the policy with task=train_filter)")
+        prior_grid = self.prober.grid if self.prober is not None else None
+        if (bound is None or grid == bound) and (prior_grid is None or grid == prior_grid):
+            return
+        trained = bound or prior_grid
+        if not self.transfer:
+            raise WeightsError(f"flow-filter checkpoint {self.ckpt} was trained for a {trained[0]}x{trained[1]} tile "
+                               f"grid, but this run's grid is {grid[0]}x{grid[1]} (filter.transfer=true runs it "
+                               "without the grid-bound parts; or train one for this grid with task=train_filter)")
+        if bound is not None and grid != bound:
+            self.base = "comp1"
+        if self.prober is not None and grid != prior_grid:
+            self.prober = WalkInProber(np.full(grid, float(np.mean(self.prober.prior))), self.prober.beta,
+                                       self.prober.strength)
+        probing = ("walk-in probing from a uniform prior" if self.prober is not None else
+                   f"every tile probed after {self.probe_every} frames unseen" if self.probe_every else "no probing")
+        self.transferred = (f"checkpoint trained on a {trained[0]}x{trained[1]} grid, run on {grid[0]}x{grid[1]}: "
+                            f"base {self.base}, {probing}, guards as configured")
+        log.warning("filter %s: %s", self.name, self.transferred)
 
     def reset(self) -> None:
         super().reset()
@@ -201,14 +225,15 @@ class STFilter(GuardedFilter):
             # 40-frame run at K=2 and bought no recall on the held-out scenes (README "Flow filter").
             history = np.concatenate([np.repeat(history[:1], self.trend - len(history), axis=0), history])
         # The net runs unless Comp-1's mask is probed per tile (the global probe rule reads the net's p).
-        z = None if self.base == "comp1" and self.prober is not None else self.logits(history)
+        z = None if self.base == "comp1" and (self.prober is not None or self.transferred) else self.logits(history)
         keep = history[-1] > 0 if self.base == "comp1" else z >= self._z_keep
         if self.base == "net_or_comp1":
             keep |= history[-1] > 0
         if self.prober is not None:
             keep |= self.prober.due(self.memory.since_kept)
         elif self.probe_every:
-            keep |= (z >= self._z_probe) & (self.memory.since_kept >= self.probe_every)
+            due = self.memory.since_kept >= self.probe_every
+            keep |= due if z is None else due & (z >= self._z_probe)
         return keep
 
     def __call__(self, history: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from hode.config import build
 from hode.metrics import coco_map, median_ms, percentiles_ms
+from hode.outputs import SaveSettings, write_annotated, write_detections
 from hode.pipeline import FrameRecord, Pipeline, RunTrace
 from hode.results import plain_config, run_dir, summary_table, write_results
 
@@ -74,13 +75,23 @@ def run_pipeline(pipeline: Pipeline, backend, frames: Iterable) -> PipelineRun:
     return PipelineRun(trace, stats, backend, started)
 
 
+def frame_size(source) -> tuple[int, int] | None:
+    """(W, H) of the frames a source yields, when it knows before reading them."""
+    size = getattr(source, "size", None)
+    if size is None and isinstance(getattr(source, "width", None), int) and isinstance(getattr(source, "height", None), int):
+        size = (source.width, source.height)
+    return tuple(size) if size is not None else None
+
+
 def main(cfg: DictConfig) -> dict:
     out = run_dir()
+    save = SaveSettings(**cfg.get("save", {}))
     source = build(cfg.dataset)
-    if hasattr(source, "prepare"):  # one-time work outside the timed loop (e.g. golden labels)
-        source.prepare()
     topology = build(cfg.topology)
     pipeline, backend = build_pipeline(cfg, topology=topology)
+    pipeline.fit(frame_size(source))  # every stage checked against the frames before any labelling or worker
+    if hasattr(source, "prepare"):  # one-time work outside the timed loop (e.g. golden labels)
+        source.prepare()
     logger = build(cfg.logger)
     name = f"{cfg.scheduler.get('name', 'sched')}-{cfg.filter.get('name', 'filter')}-{topology.name}"
     logger.start(plain_config(cfg), out, name=name, tags=[cfg.task.name, str(cfg.scheduler.get("name")),
@@ -96,8 +107,15 @@ def main(cfg: DictConfig) -> dict:
         results["runner"] = backend.describe()
     if results["gt"]:  # a source whose truth is not human labels says what it is (e.g. "golden")
         results["gt"] = getattr(source, "gt_kind", None) or "dataset"
+    if getattr(source, "gt_file", None):
+        results["gt_file"] = str(source.gt_file)
+    if getattr(pipeline.filter, "transferred", None):
+        results["filter_transfer"] = pipeline.filter.transferred
     if hasattr(source, "skipped"):  # unreadable/truncated input the source skipped, one line each
         results["skipped_input"] = [f"{k}: {v}" for k, v in dict(source.skipped).items()]
+    results["outputs"] = write_detections(out, trace.records, save, source)
+    if save.annotated and not trace.interrupted:
+        results["outputs"]["annotated"] = write_annotated(out, source, trace.records, pipeline.tiler, save.annotated)
     results = write_results(cfg, results)
     logger.summary({k: v for k, v in results.items() if isinstance(v, (int, float)) and v is not None})
     logger.finish()
