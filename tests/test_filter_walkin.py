@@ -66,8 +66,11 @@ def test_st_probes_only_where_people_walk_in(tmp_path):
     assert keeps[:, 1, 0].sum() >= 4  # period sqrt(2/0.5) = 2: probed about every other frame
     assert not keeps[:, 0, :].any() and not keeps[:, 1, 1:].any()  # never-entered cells: never probed
     assert not STFilter(str(path), walkin=False)(h).any()  # the global rule (no probing) instead
-    with pytest.raises(WeightsError, match="walk-in prior for a 2x3"):
-        STFilter(str(path), walkin=True).check_grid((3, 3))
+    with pytest.raises(WeightsError, match="trained for a 2x3 tile grid, but this run's grid is 3x3"):
+        STFilter(str(path), walkin=True, transfer=False).check_grid((3, 3))
+    moved = STFilter(str(path), walkin=True)
+    moved.check_grid((3, 3))  # transfer: the prior becomes uniform at its mean on the new grid
+    assert moved.prober.grid == (3, 3) and "walk-in probing from a uniform prior" in moved.transferred
 
 
 def test_a_probe_still_in_flight_is_not_sent_again(tmp_path):
