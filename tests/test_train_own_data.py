@@ -181,3 +181,50 @@ def test_synthetic_default_still_trains_from_the_architecture(tmp_path, monkeypa
     assert r["data"] == "synthetic" and r["from"] == "arch" and r["start"] == "yolov5n.yaml"
     assert r["crops"] == {"train": 4, "val": 4} and r["map50_before"] is None and r["classes"] == 1
     assert (tmp_path / "detector.pt").is_file() and r["weights"] == str(tmp_path / "detector.pt")
+
+
+def street(n: int) -> list[np.ndarray]:
+    """``n`` frames of a static camera on the street photo, one of its people pasted walking across."""
+    img = photo("bus.jpg")
+    bg = cv2.resize(img[300:1020], (540, 480), interpolation=cv2.INTER_AREA)
+    walker = cv2.resize(img[396:903, 668:810], (95, 338), interpolation=cv2.INTER_AREA)
+    frames = []
+    for k in range(n):
+        f = bg.copy()
+        x = 6 * k
+        f[130:468, x:x + 95] = walker[:, :min(95, 540 - x)]
+        frames.append(f)
+    return frames
+
+
+def test_train_filter_on_own_video_with_cached_golden_labels(tmp_path, monkeypatch):
+    """task.source=video: golden labels computed once and cached, 60/20/20 split in time, a shared-fusion
+    checkpoint, and closed-loop figures on the held-out last 20% of the video."""
+    from test_data_video import write_video
+
+    from hode.filter.st import STFilter, load_checkpoint
+
+    video = write_video(tmp_path / "street.mp4", street(60))
+    cache = tmp_path / "golden"
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.chdir(run)
+    cfg = compose_config(["task=train_filter", "task.source=video", "dataset=video", f"dataset.path={video}",
+                          "dataset.golden_detector=yolo11n", "dataset.golden_imgsz=320", f"dataset.golden_cache={cache}",
+                          "tiling.tile=160", "task.epochs=2", "task.batch=64", "task.model.channels=4",
+                          "task.dagger_every=1", "task.dagger_rounds=1", "logger=none", "progress=false"], fast=False)
+    from hode.tasks.train_filter import main
+
+    r = main(cfg)
+    assert len(list(cache.glob("*.npz"))) == 1  # labelled once, kept for the next run
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["source"] == "video" and saved["split"] == "time" and saved["labels"] == "golden"
+    assert saved["fusion"] == "shared" and saved["grid"] == [3, 4]
+    c = saved["test"]["closed_loop"]
+    assert c["frames"] == 12 - 5 and all(0.0 <= c[k] <= 1.0 for k in ("recall", "accuracy", "skipped"))
+    net, policy, meta = load_checkpoint(r["ckpt"])
+    assert meta["train"] == ["street[0:36]"] and meta["val"] == ["street[36:48]"] and meta["test_scenes"] == ["street[48:60]"]
+    assert net.grid is None  # shared fusion: runs on any grid
+    flt = STFilter(net=net)
+    flt.set_policy(**policy)
+    assert flt(np.zeros((5, 5, 8), np.float32)).shape == (5, 8)  # e.g. a 4K frame's grid
