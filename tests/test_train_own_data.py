@@ -123,7 +123,6 @@ def test_fine_tune_on_a_yolo_data_yaml_keeps_people_only(tmp_path, monkeypatch):
 def test_video_frames_with_instances_json_become_tiles(tmp_path):
     """task.data=dataset on dataset=video: frames of a video with a COCO instances.json beside it,
     split in time (the last 20% validate), a frame smaller than the tile padded to it."""
-    from hode.detect.yolo_dataset import write_data_yaml  # noqa: F401  (the module the crops go through)
     from hode.tasks.train_detector import prepare_data
     from test_data_video import write_video
 
