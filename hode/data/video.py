@@ -333,7 +333,9 @@ class VideoSource:
             return
         detector = make()
         log.info("computing golden labels: %s on whole %dx%d frames", option, *self._size)
-        for k, image in self._raw():
+        from tqdm import tqdm
+
+        for k, image in tqdm(self._raw(), total=len(self), desc=f"golden labels ({option})", unit="frame", leave=False):
             self._golden[k] = detector.predict([image])[0].boxes
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,9 @@
 Data: ground-truth tracks turned into per-tile count matrices, from ``dataset=...`` (one scene per
 seed for the synthetic crowd: ``split=seed``; or contiguous time blocks of a video: ``split=time``)
 or from MOT tracks, e.g. the real TUD tracks bundled with motmetrics (``task.source=mot``), split
-train:val:test 3:1:1 with no frame shared between splits. Samples are open loop (true histories)
+train:val:test 3:1:1 with no frame shared between splits; or from the user's own video
+(``task.source=video`` with ``dataset=video``: its ground truth, else cached golden labels; the test
+split is the held-out last 20% of the video, hode/filter/video_tracks.py). Samples are open loop (true histories)
 and closed loop (Comp-1 and DAgger rollouts of the net itself). Validation F1 picks the checkpoint
 and stops training early; the keep policy is then chosen on the validation data for the target
 recall: with ``task.probe=motion`` (default) nothing is probed, the motion guard (``task.guard``,
@@ -42,6 +44,10 @@ MONITORS = {"val_f1": "max", "val_recall": "max", "val_loss": "min"}  # what pic
 def load_splits(cfg: DictConfig) -> dict[str, list[TrackSequence]]:
     """Train / val / test track sequences as ``task.source`` and ``task.split`` say."""
     t = cfg.task
+    if t.source == "video":
+        from hode.filter.video_tracks import video_splits
+
+        return video_splits(build(cfg.dataset), int(t.model.trend))
     if t.source == "mot":
         seqs = [from_source(build(load_option("dataset", "mot"), path=str(p))) for p in t.mot_paths]
         check(t.split != "seed", "task.source=mot: split MOT videos by time (task.split=time, 3:1:1 blocks)")
@@ -59,7 +65,7 @@ def load_splits(cfg: DictConfig) -> dict[str, list[TrackSequence]]:
             return out
         seqs = [from_source(build(cfg.dataset))]
     else:
-        raise ConfigError(f"task.source must be 'dataset' or 'mot', got {t.source!r}")
+        raise ConfigError(f"task.source must be 'dataset', 'video' or 'mot', got {t.source!r}")
     check(t.split == "time", f"task.split must be 'seed' or 'time', got {t.split!r}")
     blocks = [split_blocks(s, (3, 1, 1)) for s in seqs]
     return {split: [b[i] for b in blocks] for i, split in enumerate(SPLITS)}
@@ -145,6 +151,8 @@ def train(cfg: DictConfig, splits: dict[str, list[TrackSequence]], out: Path) ->
     torch.set_num_threads(int(t.threads))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     arch = dict(rows=rows, cols=cols, **OmegaConf.to_container(t.model, resolve=True))
+    if arch.get("fusion") == "auto":  # the user's footage: a net that runs on any grid (other sizes, tiles)
+        arch["fusion"] = "shared" if t.source == "video" else "cell"
     dm = FilterDataModule(splits["train"], splits["val"], splits["test"], tiler, trend=int(arch["trend"]),
                           batch_size=int(t.batch), closed_loop=bool(t.closed_loop_samples))
     t0 = time.time()
@@ -284,7 +292,9 @@ def main(cfg: DictConfig) -> dict:
     flt.set_policy(**policy)
     test = {"open_loop": evaluate(flt, splits["test"], tiler, closed=False),
             "closed_loop": evaluate(flt, splits["test"], tiler, closed=True)}
-    meta = {"source": str(t.source), "split": str(t.split), "dataset": splits["train"][0].name.split("[")[0],
+    split = "time" if t.source == "video" else str(t.split)
+    labels = getattr(splits["train"][0].source, "gt_kind", None) if t.source == "video" else None  # dataset | golden
+    meta = {"source": str(t.source), "split": split, "labels": labels, "dataset": splits["train"][0].name.split("[")[0],
             "train": [s.name for s in splits["train"]], "val": [s.name for s in splits["val"]],
             "test_scenes": [s.name for s in splits["test"]], "tile": tiler.tile, "pad": list(tiler.pad),
             "frame": [splits["train"][0].width, splits["train"][0].height], "target_recall": float(t.target_recall),
@@ -295,7 +305,8 @@ def main(cfg: DictConfig) -> dict:
     ckpt = Path(t.ckpt_out) if t.ckpt_out else out / "filter_st.ckpt"
     save_checkpoint(ckpt, net, policy, meta)
     fig = plot_curves(r["curves"], out / "filter_loss.png") if r["curves"] else None
-    results = {"task": "train_filter", "ckpt": str(ckpt), "ckpt_bytes": ckpt.stat().st_size, "policy": policy,
+    results = {"task": "train_filter", "source": str(t.source), "split": split, "labels": labels,
+               "fusion": net.arch["fusion"], "ckpt": str(ckpt), "ckpt_bytes": ckpt.stat().st_size, "policy": policy,
                "grid": list(tiler.grid(splits["train"][0].height, splits["train"][0].width)),
                "params": sum(p.numel() for p in net.parameters()), "pos_weight": r.get("pos_weight"),
                "samples": r.get("samples"), "epochs": r["epochs"], "monitor": str(t.monitor),
@@ -322,7 +333,8 @@ def main(cfg: DictConfig) -> dict:
              f"none, motion guard {guard['motion']} px, base {policy['base']}" if probe == "motion" else
              f"{policy['probe_threshold']:.4g} every {policy['probe_every']}")
           + f" (val closed-loop accuracy {val['accuracy']:.4f} recall {val['recall']:.4f})")
-    print(f"test closed-loop: accuracy {c['accuracy']:.4f} recall {c['recall']:.4f} precision {c['precision']:.4f} "
+    where = f"held-out stretch {', '.join(meta['test_scenes'])}" if t.source == "video" else "test"
+    print(f"{where} closed-loop: accuracy {c['accuracy']:.4f} recall {c['recall']:.4f} precision {c['precision']:.4f} "
           f"skipped {c['skipped']:.3f}")
     print(f"checkpoint: {ckpt}  (use: python run.py filter=st filter.ckpt={ckpt})")
     return results
