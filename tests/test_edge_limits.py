@@ -129,3 +129,29 @@ def _wait(cond, timeout: float = 30.0) -> None:
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_a_worker_refuses_to_listen_beyond_loopback_without_a_token(tmp_path):
+    """Issue 19: workers bound 0.0.0.0 with no token and only logged it. Now that is refused unless a
+    token is configured or ``insecure: true`` says an open worker is wanted."""
+    import subprocess
+    import sys
+
+    from hode.cluster.live import LiveBackend
+    from hode.cluster.topology import Topology
+    from hode.config import ROOT
+    from hode.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"worker 'x': refusing to listen on 0.0.0.0 without a token .*insecure: true"):
+        WorkerSpec(node="x", detector={}, host="0.0.0.0")
+    for ok in (dict(host="0.0.0.0", insecure=True), dict(host="0.0.0.0", token_env="SOME_VAR"),
+               dict(host="::1"), dict(host="localhost"), dict(host="127.0.0.2")):
+        WorkerSpec(node="x", detector={}, **ok)
+    with pytest.raises(ConfigError, match="refusing to listen on 192.168.1.5"):
+        LiveBackend(Topology([{"name": "a", "model": "yolov5n", "device": "gtx1050"}]), bind="192.168.1.5")
+    r = subprocess.run([sys.executable, "run.py", "task=serve", "task.host=0.0.0.0", "task.port=0", "logger=none",
+                        f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: worker ") and "refusing to listen on 0.0.0.0" in lines[-1], r.stderr[-2000:]
+    assert "Traceback" not in r.stderr

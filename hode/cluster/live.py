@@ -43,6 +43,7 @@ from hode.cluster.failover import (FailoverPolicy, FaultLog, Flight, Slowness, T
 from hode.cluster.profiles import LoadTrace, profile_from_dict
 from hode.cluster.topology import Node, Topology
 from hode.cluster.watchdog import WatchdogMixin, check_watchdog, start_readmit
+from hode.cluster.live_checks import emulation_report, node_emulated, wait_connected, warn_ignored_token
 from hode.detect.factory import detector_config
 from hode.edge.client import EdgeClient, outcomes, server_time_s
 from hode.edge.codec import check_encoding
@@ -112,7 +113,7 @@ class LiveBackend(WatchdogMixin):
                  probe_timeout_s: float = 2.0, fail_after: int = 3, restart: bool = True, max_restarts: int = 3,
                  all_down_timeout_s: float = 120.0, security: dict | EdgeSecurity | None = None,
                  chaos: list | None = None, batched_inference: bool = False, watchdog_k: float = 20.0,
-                 watchdog_slack_s: float = 5.0) -> None:
+                 watchdog_slack_s: float = 5.0, insecure: bool = False, connect_timeout_s: float = 5.0) -> None:
         check_encoding(encoding, jpeg_quality)
         check(isinstance(batched_inference, bool), f"runner.backend.batched_inference must be true or false, got {batched_inference!r}")
         self.batched_inference = batched_inference
@@ -122,7 +123,9 @@ class LiveBackend(WatchdogMixin):
               f"runner.backend.auto_margin must be >= 1, got {auto_margin!r}")
         check(isinstance(batch, int) and batch >= 0, f"runner.backend.batch must be an integer >= 0 (0: one request "
               f"per frame and node), got {batch!r}")
-        check(start_timeout_s > 0 and rpc_timeout_s > 0, "runner.backend timeouts must be > 0")
+        check(start_timeout_s > 0 and rpc_timeout_s > 0 and connect_timeout_s > 0, "runner.backend timeouts must be > 0")
+        check(isinstance(insecure, bool), f"runner.backend.insecure must be true or false, got {insecure!r}")
+        self.insecure, self.connect_timeout_s = insecure, float(connect_timeout_s)
         self.topology, self.emulate, self.auto_margin = topology, bool(emulate), float(auto_margin)
         self.time_scale_cfg = time_scale
         self.time_scale = float(time_scale) if time_scale != "auto" else 1.0
@@ -159,6 +162,7 @@ class LiveBackend(WatchdogMixin):
         self._started = self._closed = False
         self._old_sigterm = None
         self._launcher = None  # remote.launcher.Launcher for nodes with an ``ssh`` section (remote hosts)
+        self._open_nodes: list[str] = []  # nodes that answered without our token (they check none)
         self._specs = [self._spec(link.node) for link in self._links if link.node.host is None and not _remote(link.node)]
 
     # ----- start-up ----------------------------------------------------------------------------
@@ -180,7 +184,8 @@ class LiveBackend(WatchdogMixin):
                           max_message_mb=self.max_message_mb, torch_threads=self.torch_threads,
                           seed=self.seed + node_index(self.topology, node), token_env=self.security.token_env,
                           token_file=self.security.token_file, tls_cert=self.security.tls_cert,
-                          tls_key=self.security.tls_key, tls_key_passphrase_env=self.security.tls_key_passphrase_env)
+                          tls_key=self.security.tls_key, tls_key_passphrase_env=self.security.tls_key_passphrase_env,
+                          insecure=self.insecure)
 
     def log_dir(self) -> Path:
         """Where worker logs go: ``<run dir>/workers`` inside a Hydra run, else a temp dir."""
@@ -212,9 +217,12 @@ class LiveBackend(WatchdogMixin):
                     self._connect(link, link.node.host, int(link.node.port))
             deadline = time.monotonic() + self.start_timeout_s
             for link in self._links:
+                if link.proc is None:  # a closed port fails in seconds, not after start_timeout_s
+                    wait_connected(link.node.name, link.target, link.client.channel, self.connect_timeout_s)
                 self._wait_serving(link, deadline)
                 link.status = _status_dict(link.client.status())
                 link.speed = link.status["speed"]
+            self._open_nodes = warn_ignored_token(self._links, self.security, self.max_message_mb)
             self._resolve_time_scale()
             for link in self._links:
                 link.sendq = queue.Queue()
@@ -662,7 +670,9 @@ class LiveBackend(WatchdogMixin):
         local = sum(l.proc is not None for l in self._links)
         overruns = sum(l.overruns for l in self._links)
         items = sum(l.items for l in self._links)
-        return {"name": "live", "clock": "wall", "emulated": self.emulate, "time_scale": self.time_scale if self.emulate else 1.0,
+        emulation = emulation_report(self._links, self.emulate, self.time_scale)
+        return {"name": "live", "clock": "wall", "emulated": emulation["emulated"],
+                "emulated_nodes": emulation["emulated_nodes"], "time_scale": emulation["time_scale"],
                 "time_scale_source": "auto" if self.time_scale_cfg == "auto" else "config",
                 "overrun_fraction": overruns / items if items else 0.0, "encoding": self.encoding,
                 "jpeg_quality": self.quality if self.encoding == "jpeg" else None,
@@ -670,18 +680,18 @@ class LiveBackend(WatchdogMixin):
                 "failover": {**asdict(self.policy), "probe_s": self.probe_s, "fail_after": self.fail_after,
                              "restart": self.restart, "watchdog_k": self.watchdog_k,
                              "watchdog_slack_s": self.watchdog_slack_s, **self.faults.summary()},
-                "security": self.security.describe(),
-                "note": ("device speeds emulated on one machine: each tile's service time is paced to its node's "
-                         "device profile times time_scale (wall s per device s); camera-side work and transport "
-                         "are not scaled" if self.emulate else "real worker speeds, not emulated")}
+                "security": {**self.security.describe(),  # + the nodes that answered without our token, if any
+                             **({"token_not_checked_by": list(self._open_nodes)} if self._open_nodes else {})},
+                "note": emulation["note"]}
 
     def stats(self) -> list[dict]:
         out = []
         for l in self._links:
             ov = np.asarray(l.overhead_s) * 1000
+            paced = node_emulated(l, self.emulate)
             out.append({"name": l.node.name, "model": l.node.model, "device": l.node.device, "items": l.items,
-                        "busy_s": l.busy_s, "compute_s": l.compute_s, "emulated": self.emulate,
-                        "time_scale": self.time_scale if self.emulate else 1.0, "overruns": l.overruns,
+                        "busy_s": l.busy_s, "compute_s": l.compute_s, "emulated": paced,
+                        "time_scale": self.time_scale if paced else 1.0, "overruns": l.overruns,
                         "overrun_fraction": l.overruns / l.items if l.items else 0.0,
                         "rpc_overhead_ms_p50": float(np.median(ov)) if len(ov) else None,
                         "worker": "local" if l.proc is not None else l.target,

@@ -32,7 +32,7 @@ from hode.edge.device import DeviceLoop, TileJob
 from hode.edge.limits import Admission, request_cost
 from hode.cluster.profiles import profile_from_dict
 from hode.edge.pacing import Pacer, read_profile
-from hode.edge.security import EdgeSecurity, TokenAuth, server_credentials, warn_if_open
+from hode.edge.security import EdgeSecurity, TokenAuth, is_loopback, server_credentials, warn_if_open
 from hode.errors import HodeError, check
 
 log = logging.getLogger("hode.edge.server")
@@ -84,6 +84,7 @@ class WorkerSpec:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_key_passphrase_env: str | None = None
+    insecure: bool = False  # true: listening beyond loopback without a token is accepted
 
     def __post_init__(self) -> None:
         check(isinstance(self.node, str) and self.node, "worker node name must be a non-empty string")
@@ -97,7 +98,13 @@ class WorkerSpec:
               f"time_scale must be a number > 0, got {self.time_scale!r}")
         check(isinstance(self.batched_inference, bool),
               f"batched_inference must be true or false, got {self.batched_inference!r}")
-        self.security()  # a bad or literal-secret setting fails here, before anything loads
+        sec = self.security()  # a bad or literal-secret setting fails here, before anything loads
+        check(isinstance(self.insecure, bool), f"insecure must be true or false, got {self.insecure!r}")
+        # The safe choice by default: a worker anyone on the network could use is refused, not just logged.
+        check(is_loopback(self.host) or sec.wants_token or self.insecure,
+              f"worker '{self.node}': refusing to listen on {self.host} without a token (anyone who can reach it "
+              "could use it); set token_env or token_file (and tls_cert/tls_key), bind 127.0.0.1, or set "
+              "insecure: true to accept an open worker")
 
     def security(self) -> EdgeSecurity:
         return EdgeSecurity(token_env=self.token_env, token_file=self.token_file, tls_cert=self.tls_cert,
