@@ -75,11 +75,15 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def load_option(group: str, name: str) -> DictConfig:
-    """One option file of a group, e.g. ``load_option("detector", "yolov5s")``."""
+def load_option(group: str, name: str, models: str = "synthetic") -> DictConfig:
+    """One option file of a group, e.g. ``load_option("detector", "yolov5s")``. A topology's model
+    tiers (``${models.large}``) resolve against the ``models`` option (conf/models/)."""
     path = CONF_DIR / group / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown {group} option '{name}' (available: {', '.join(options(group))})")
     cfg = OmegaConf.load(path)
     cfg.pop("defaults", None)
+    if group != "models" and "${models." in path.read_text():
+        root = OmegaConf.create({"models": load_option("models", models), group: cfg})
+        cfg = root[group]  # still attached to root, so the tiers resolve on access
     return cfg
