@@ -179,6 +179,10 @@ def check_values(cfg: DictConfig) -> None:
     if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32):
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     limits.configure(cfg.get("limits"))
+    data = cfg.get("dataset")
+    w, h = (data.get("width"), data.get("height")) if isinstance(data, DictConfig) else (None, None)
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (w, h)):  # before any import of torch
+        limits.check_pixels((w, h), "dataset.width x dataset.height", ConfigError)
     det = cfg.get("detector")
     if not isinstance(det, DictConfig):
         return

@@ -60,8 +60,9 @@ def check_boxes(n: int, what: str) -> None:
 
 
 def check_frames(n: int, what: str) -> None:
+    """Refuse a sequence longer than ``limits.max_frames`` (``what`` names where the length comes from)."""
     if n > _current["max_frames"]:
-        raise DataError(f"{what}: frame {n} is beyond the limit of {_current['max_frames']} frames per sequence "
+        raise DataError(f"{what} is {n}, beyond the limit of {_current['max_frames']} frames per sequence "
                         "(limits.max_frames)")
 
 
