@@ -69,7 +69,11 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:
         if job is not None:  # a sweep stops here; the record says why (and a resumed sweep reruns it)
             job._write("interrupted", error="interrupted (SIGINT/SIGTERM)")
-        print("interrupted: results of the finished frames were written", file=sys.stderr)
+        from hode.results import written
+
+        done = written()  # claim only what was completely written (an atomic rename happened)
+        print(f"interrupted: results of the finished frames were written to {done[-1]}" if done
+              else "interrupted: no results were written", file=sys.stderr)
         sys.exit(130)
     except Exception as e:
         if job is None:

@@ -108,20 +108,16 @@ def may_unpickle(path: Path) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
-def _what_it_needs(e: Exception) -> str:
+def _what_it_needs(e: Exception) -> str | None:
+    """The global or the call that made the restricted loader stop, when that is what stopped it."""
     text = " ".join(str(e).split())
     if "while loading" in text:
         return re.search(r"the file calls \S+", text).group(0)
     m = re.search(r"GLOBAL ([\w.]+)", text)
-    if m:
-        return f"it imports {m.group(1)}, which is not a network layer"
-    if "Unsupported operand" in text or "magic number" in text.lower():
-        return "it is a raw pickle, not a torch checkpoint"
-    m = re.search(r"WeightsUnpickler error: ([^.]{1,120})", text)
-    return f"torch's restricted loader stops at: {m.group(1).strip()}" if m else f"{type(e).__name__}"
+    return f"it imports {m.group(1)}, which is not a network layer" if m else None
 
 
-def check_weights(path: str | Path, what: str = "detector.weights") -> None:
+def check_weights(path: str | Path, what: str = "detector.weights", kind: str = "YOLO checkpoint") -> None:
     """Refuse, in one :class:`WeightsError` line, a weights file whose unpickling could run code.
     Call it before handing ``path`` to ultralytics or ``torch.load(weights_only=False)``."""
     import pickle
@@ -146,8 +142,12 @@ def check_weights(path: str | Path, what: str = "detector.weights") -> None:
             warnings.simplefilter("ignore")
             torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise WeightsError(f"{what}: {p} is refused: loading it could run code ({_what_it_needs(e)}); "
+        needs = _what_it_needs(e)
+        if needs:
+            raise WeightsError(f"{what}: {p} is refused: loading it could run code ({needs}); {opt_in}") from None
+        why = "a raw pickle or another format" if "Unsupported operand" in str(e) else type(e).__name__
+        raise WeightsError(f"{what}: {p} is not a {kind} (torch's safe loader cannot read it: {why}); "
                            f"{opt_in}") from None
     except Exception as e:  # fail closed: what the restricted loader cannot read is not handed to the full one
         msg = (str(e).strip().splitlines() or [""])[0][:120]
-        raise WeightsError(f"{what}: {p} is not a checkpoint torch can read ({type(e).__name__}: {msg})") from None
+        raise WeightsError(f"{what}: {p} is not a {kind} (torch cannot read it: {type(e).__name__}: {msg})") from None

@@ -267,7 +267,7 @@ def _classifier(path: Path) -> None:
 WEIGHTS = {
     "zero bytes": (lambda p: p.write_bytes(b""), "is not a YOLO checkpoint"),
     "truncated checkpoint": (lambda p: p.write_bytes((ROOT / "weights/yolov5n-synth.pt").read_bytes()[:300_000]),
-                             "is not a checkpoint torch can read"),  # the weights scan stops it (fails closed)
+                             "is not a YOLO checkpoint"),
     "a bare state_dict": (lambda p: torch.save({"weight": torch.zeros(3)}, p), "is not a YOLO checkpoint"),
     "a classification network": (_classifier, "holds a ClassificationModel, not a YOLO detection model"),
 }

@@ -49,7 +49,7 @@ def _evil(kind: str, path: Path, marker: Path) -> Path:
     return path
 
 
-EVIL = {"raw pickle": "a raw pickle, not a torch checkpoint", "torch zip": "it imports io.open",
+EVIL = {"raw pickle": "is not a YOLO checkpoint (torch's safe loader cannot read it: a raw pickle", "torch zip": "it imports io.open",
         "calls a network class": "calls ultralytics.nn.tasks.DetectionModel(...)"}
 
 
