@@ -107,6 +107,8 @@ class YoloDetector:
         if self._model is None:
             from ultralytics import YOLO
 
+            from hode.weights_safety import check_weights
+            check_weights(self.weights)  # ultralytics unpickles with weights_only=False: refuse code first
             try:
                 self._model = YOLO(str(self.path), task="detect")
                 names = self._model.names
