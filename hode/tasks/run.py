@@ -59,6 +59,8 @@ def build_pipeline(cfg: DictConfig, flow_filter=None, scheduler=None, topology=N
     tiler = build(cfg.tiling)
     flow_filter = flow_filter if flow_filter is not None else build(cfg.filter)
     scheduler = scheduler if scheduler is not None else build(cfg.scheduler)
+    if hasattr(scheduler, "fit"):  # a learned scheduler finds its checkpoint before any worker starts
+        scheduler.fit([n.name for n in topology.nodes])
     backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
     pipeline = Pipeline(tiler, flow_filter, scheduler, backend, history=cfg.runner.history,
                         in_flight=cfg.runner.in_flight, progress=cfg.progress if progress is None else progress)
