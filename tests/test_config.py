@@ -114,31 +114,3 @@ def test_cli_mistake_is_one_error_line_and_exit_2(case, repo_root, tmp_path):
     (tmp_path / "a-file").write_text("x")
     argv = [a.format(file=tmp_path / "a-file") for a in argv]
     assert_one_error_line(run_cli(argv + ["logger=none"], repo_root), message)
-
-
-def _readme_commands(readme: str, section: str) -> list[list[str]]:
-    """The ``python run.py ...`` lines of a README section's code blocks, as override lists."""
-    import re
-    import shlex
-
-    text = readme.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
-    commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for cmd in block.replace("\\\n", " ").splitlines():
-            cmd = cmd.split("#", 1)[0].strip()
-            if cmd.startswith("python run.py"):
-                commands.append(shlex.split(cmd)[2:])
-    return commands
-
-
-def test_readme_flow_filter_overrides_compose(repo_root):
-    """Every command in the README's Flow filter section composes as written, and its filter builds
-    (where it names no placeholder path)."""
-    from hode.config import compose_config
-
-    commands = _readme_commands((repo_root / "README.md").read_text(), "Flow filter")
-    assert any("filter.guard.motion=64" in c for c in commands)
-    for overrides in commands:
-        cfg = compose_config(overrides)
-        if not any("PATH" in o or "/path/" in o for o in overrides):
-            assert build(cfg.filter) is not None, overrides
