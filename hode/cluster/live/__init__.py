@@ -32,10 +32,6 @@ import hode.edge  # noqa: F401  (before grpc: picks gRPC's I/O path, see hode/ed
 from hode.cluster.live.backend import LiveBackend
 from hode.cluster.live.links import Link, LinkHealth, LinkLoad
 from hode.cluster.live.settings import EmulationSettings, HealthSettings, TransportSettings, WorkerSettings
-from hode.cluster.live.transport import FATAL, NODE_LOST
-from hode.cluster.live.workers import CHAOS_ACTIONS, node_index
-
-_Link = Link  # the old name
 
 __all__ = ["LiveBackend", "Link", "LinkHealth", "LinkLoad", "EmulationSettings", "HealthSettings",
-           "TransportSettings", "WorkerSettings", "FATAL", "NODE_LOST", "CHAOS_ACTIONS", "node_index"]
+           "TransportSettings", "WorkerSettings"]

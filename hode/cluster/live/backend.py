@@ -209,7 +209,7 @@ class LiveBackend:
         if self._closed:
             return
         self._closed = True
-        self.transport.closed = True
+        self.transport.closed = True  # before the supervisor stops: replies from now on are not failures
         self.supervisor.close()
         self.transport.close()
         self.workers.close()

@@ -56,7 +56,7 @@ class TransportSettings:
 
     encoding: str = "jpeg"  # tile payload: jpeg | png | raw
     jpeg_quality: int = 90
-    batch: int = 1  # tiles per Detect request; 0: one request per frame and node
+    batch: int = 1  # tiles per Detect request; 0: one request per frame and node (conf/runner/live.yaml: 0)
     rpc_timeout_s: float = 600.0
     max_message_mb: int = 64
     connect_timeout_s: float = 5.0  # a node with host/port not connected in this time fails the start
