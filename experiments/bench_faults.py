@@ -70,7 +70,7 @@ def live(args) -> dict:
     n = args.frames
     kill_at, slow = DISTURBED + args.kill_at, args.slow_node
     over = ["runner=live", f"scheduler={args.scheduler}", f"dataset.frames={n}", f"dataset.width={args.width}",
-            f"dataset.height={args.height}", f"runner.backend.time_scale={args.time_scale}",
+            f"dataset.height={args.height}", f"runner.backend.emulation.time_scale={args.time_scale}",
             f"runner.load_trace=[{{node: {slow}, start: {DISTURBED}, end: {DISTURBED + n}, factor: 10.0}}]",
             f"runner.backend.chaos=[{{node: {args.kill_node}, frame: {kill_at}, action: kill}}]", *args.overrides]
     cfg = config(over)
@@ -180,7 +180,7 @@ def main() -> None:
     ap.add_argument("--kill-node", default="gtx1050")
     ap.add_argument("--slow-node", default="nx-s")
     ap.add_argument("--kill-at", type=int, default=2, help="live: kill while this frame of the pass goes out")
-    ap.add_argument("--time-scale", default="auto", help="live: runner.backend.time_scale")
+    ap.add_argument("--time-scale", default="auto", help="live: runner.backend.emulation.time_scale")
     ap.add_argument("--rejoin-timeout", type=float, default=180.0)
     ap.add_argument("--out", default=None)
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides")

@@ -115,7 +115,7 @@ def overheads(backend: LiveBackend, image: np.ndarray, pings: int) -> dict:
 
 
 def batched_overhead(backend: LiveBackend, image: np.ndarray, per_call: int, pings: int) -> float:
-    """Median per-tile overhead with ``per_call`` tiles in one Detect request (``runner.backend.batch``):
+    """Median per-tile overhead with ``per_call`` tiles in one Detect request (``runner.backend.transport.batch``):
     (round trip - the tiles' service times) / tiles, the call's fixed costs shared by its tiles."""
     out = []
     for link in backend._links:
@@ -148,8 +148,9 @@ def main() -> None:
         f"  yolov5n: {{tile_ms: {args.tile_ms}, frame4k_ms: {args.tile_ms * 20}, noise: 0.0}}\n")
     topo = Topology([{"name": f"w{i}", "model": "yolov5n", "device": "bench"} for i in range(args.nodes)], "bench")
     scale = args.time_scale if args.time_scale == "auto" else float(args.time_scale)
-    backend = LiveBackend(topo, emulate=True, time_scale=scale, encoding=args.encoding, jpeg_quality=args.quality,
-                          profiles_dir=str(profiles), log_dir=str(out / "workers"))
+    backend = LiveBackend(topo, emulation={"enabled": True, "time_scale": scale},
+                          transport={"encoding": args.encoding, "jpeg_quality": args.quality},
+                          profiles_dir=str(profiles), workers={"log_dir": str(out / "workers")})
     image = tile_image()
     t_start = time.perf_counter()
     backend.start()
@@ -201,7 +202,7 @@ def main() -> None:
     if "batched_per_tile_ms_p50" in over:
         print(f"  per tile, {args.batch} tiles a call    {over['batched_per_tile_ms_p50']:7.2f} ms   "
               f"((round trip - their service) / {args.batch}; target <= 2 ms, ratio {over['batched_per_tile_ms_p50'] / 2.0:.2f}; "
-              "how the runner sends: runner.backend.batch=0, a node's tiles of a frame in one call)")
+              "how the runner sends: runner.backend.transport.batch=0, a node's tiles of a frame in one call)")
     print(f"  an empty Status call (floor)   {over['status_rpc_ms_p50']:7.2f} ms   back to back; "
           f"{over['status_rpc_after_idle_ms_p50']:.2f} ms after the worker sat idle")
     print(f"  camera-side encode             {over['encode_ms_p50']:7.2f} ms (not in the round trip)")

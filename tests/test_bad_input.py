@@ -221,11 +221,11 @@ def test_bad_input_mot_annotations(tmp_path, case):
 
 CONFIGS = {  # overrides -> (what to build, message)
     "in_flight zero": (["runner.in_flight=0"], "pipeline", "runner.in_flight must be an integer >= 1"),
-    "negative time_scale": (["runner=live", "runner.backend.time_scale=-3"], "runner", "time_scale must be 'auto'"),
+    "negative time_scale": (["runner=live", "runner.backend.emulation.time_scale=-3"], "runner", "time_scale must be 'auto'"),
     "failure trace not a list": (["runner=sim", "runner.failure_trace=oops"], "runner", "must be a list of events"),
     "failover k not a number": (["runner=sim", "runner.failover.deadline_k=abc"], "runner", "deadline_k must be a number"),
     "negative camera overhead": (["runner=sim", "runner.backend.camera_overhead=-1"], "runner", "camera_overhead"),
-    "jpeg quality 500": (["runner=live", "runner.backend.jpeg_quality=500"], "runner", "jpeg_quality must be an integer"),
+    "jpeg quality 500": (["runner=live", "runner.backend.transport.jpeg_quality=500"], "runner", "jpeg_quality must be an integer"),
     "tile size a word": (["tiling.tile=abc"], "tiling", "tiling.tile must be a positive integer"),
     "confidence 2": (["detector.conf=2"], "detector", "detector.conf must be in [0, 1]"),
     "frames a word": (["dataset.frames=abc"], "dataset", "dataset.frames must be a positive integer"),

@@ -148,7 +148,7 @@ def test_a_worker_refuses_to_listen_beyond_loopback_without_a_token(tmp_path):
                dict(host="::1"), dict(host="localhost"), dict(host="127.0.0.2")):
         WorkerSpec(node="x", detector={}, **ok)
     with pytest.raises(ConfigError, match="refusing to listen on 192.168.1.5"):
-        LiveBackend(Topology([{"name": "a", "model": "yolov5n", "device": "gtx1050"}]), bind="192.168.1.5")
+        LiveBackend(Topology([{"name": "a", "model": "yolov5n", "device": "gtx1050"}]), workers={"bind": "192.168.1.5"})
     r = subprocess.run([sys.executable, "run.py", "task=serve", "task.host=0.0.0.0", "task.port=0", "logger=none",
                         f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]

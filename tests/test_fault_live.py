@@ -39,12 +39,12 @@ def cluster(tmp_path_factory):
     (d / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST)))
     topo = Topology([{"name": "a", "model": "yolov5n", "device": "fast"},
                      {"name": "b", "model": "yolov5n", "device": "fast"}])
-    backend = LiveBackend(topo, time_scale=20.0, profiles_dir=str(d), log_dir=str(d / "workers"),
+    backend = LiveBackend(topo, emulation={"time_scale": 20.0}, profiles_dir=str(d), workers={"log_dir": str(d / "workers")},
                           load_trace=[{"node": "b", "start": SLOW[0], "end": SLOW[1], "factor": 10.0}],
                           chaos=[{"node": "b", "frame": STOP, "action": "stop"},
                                  {"node": "b", "frame": KILL, "action": "kill"}],
-                          probe_s=0.5, probe_timeout_s=1.0, fail_after=2, failover={"deadline_slack_s": 0.3},
-                          watchdog_slack_s=1.0)
+                          health={"probe_s": 0.5, "probe_timeout_s": 1.0, "fail_after": 2, "watchdog_slack_s": 1.0},
+                          failover={"deadline_slack_s": 0.3})
     backend.start()
     yield backend, d
     backend.close()
@@ -167,8 +167,8 @@ def test_fault_chaos_and_failover_settings_are_checked():
         with pytest.raises(ConfigError, match=msg):
             LiveBackend(topo, chaos=chaos)
     with pytest.raises(ConfigError, match="fail_after must be an integer >= 1"):
-        LiveBackend(topo, fail_after=0)
+        LiveBackend(topo, health={"fail_after": 0})
     with pytest.raises(ConfigError, match="max_attempts"):
         LiveBackend(topo, failover={"max_attempts": 0})
     with pytest.raises(ConfigError, match="watchdog_k must be a number >= 1"):
-        LiveBackend(topo, watchdog_k=0.5)
+        LiveBackend(topo, health={"watchdog_k": 0.5})

@@ -58,7 +58,7 @@ def test_fault_ctrl_c_live_run_writes_results_and_leaves_no_worker(tmp_path):
     out = tmp_path / "run"
     code, err = ctrl_c_after_first_frame(
         ["runner=live", "filter=none", "topology=single", "topology.nodes.0.device=fast", f"runner.backend.profiles_dir={tmp_path}",
-         "runner.backend.time_scale=5", "dataset.frames=60", "dataset.width=1024", "dataset.height=768", "logger=none",
+         "runner.backend.emulation.time_scale=5", "dataset.frames=60", "dataset.width=1024", "dataset.height=768", "logger=none",
          "progress=true", f"hydra.run.dir={out}"])
     assert code == 130, err[-2000:]
     assert "interrupted: results of the finished frames were written" in err and "Traceback" not in err

@@ -42,7 +42,7 @@ def test_live_pipeline_run_over_a_spawned_and_an_external_worker(cfg_factory, pr
     nodes = (f"[{{name: local, model: yolov5n, device: fast}},"
              f"{{name: ext, model: yolov5n, device: fast, host: 127.0.0.1, port: {external.port()}}}]")
     cfg = cfg_factory(["runner=live", "dataset.frames=2", f"topology.nodes={nodes}",
-                       f"runner.backend.profiles_dir={profiles}", f"runner.backend.log_dir={logs}"])
+                       f"runner.backend.profiles_dir={profiles}", f"runner.backend.workers.log_dir={logs}"])
     monkeypatch.chdir(tmp_path)  # results.json goes to the run dir (the cwd outside a Hydra run)
     from hode.tasks.run import main
 
@@ -76,7 +76,7 @@ def test_pipelining_keeps_several_frames_on_the_workers(external, small_frames):
     from hode.tiling import Tiler
 
     topo = Topology([{"name": "ext", "model": "yolov5n", "device": "fast", "host": "127.0.0.1", "port": external.port()}])
-    backend = LiveBackend(topo, emulate=True, time_scale=5.0)
+    backend = LiveBackend(topo, emulation={"enabled": True, "time_scale": 5.0})
     backend.start()
     try:
         trace = Pipeline(Tiler(), KeepAll(), RoundRobin(), backend, in_flight=3, progress=False).run(small_frames[:3])
@@ -92,7 +92,8 @@ def test_pipelining_keeps_several_frames_on_the_workers(external, small_frames):
 def test_worker_that_dies_at_start_is_named(tmp_path, profiles):
     topo = Topology([{"name": "broken-node", "model": "yolov5n", "device": "fast"}])
     det = OmegaConf.create({**OmegaConf.to_container(detector_config("yolov5n", None), resolve=True), "imgsz": 33})
-    backend = LiveBackend(topo, det, profiles_dir=str(profiles), log_dir=str(tmp_path / "w"), start_timeout_s=60)
+    backend = LiveBackend(topo, det, profiles_dir=str(profiles),
+                          workers={"log_dir": str(tmp_path / "w"), "start_timeout_s": 60})
     with pytest.raises(WorkerError, match=r"edge worker 'broken-node' exited during start-up \(code 2\): "
                                           r"error: detector.imgsz must be a positive multiple of 32"):
         backend.start()
@@ -104,11 +105,11 @@ def test_bad_live_configs_fail_in_one_line(profiles):
     with pytest.raises(ConfigError, match="names node 'zz', not in the topology"):
         LiveBackend(topo, load_trace=[{"node": "zz", "start": 0, "end": 5, "factor": 2}], profiles_dir=str(profiles))
     with pytest.raises(ConfigError, match="time_scale"):
-        LiveBackend(topo, time_scale=0, profiles_dir=str(profiles))
+        LiveBackend(topo, emulation={"time_scale": 0}, profiles_dir=str(profiles))
     with pytest.raises(ConfigError, match="no device profile 'nope'"):
         LiveBackend(Topology([{"model": "yolov5n", "device": "nope"}]), profiles_dir=str(profiles))
     with pytest.raises(ConfigError, match="encoding"):
-        LiveBackend(topo, encoding="bmp", profiles_dir=str(profiles))
+        LiveBackend(topo, transport={"encoding": "bmp"}, profiles_dir=str(profiles))
     det = OmegaConf.create({**OmegaConf.to_container(detector_config("yolov5n", None), resolve=True),
                             "weights": "/nonexistent/w.pt"})
     with pytest.raises(WeightsError, match="node 'a'.*/nonexistent/w.pt"):  # before any process starts
@@ -148,8 +149,8 @@ def test_ctrl_c_during_a_live_run_leaves_no_worker(cfg_factory, profiles, tmp_pa
     monkeypatch.setattr(pipeline.Pipeline, "_finish", finish_then_ctrl_c)
     logs = tmp_path / "workers"
     cfg = cfg_factory(["runner=live", "dataset.frames=50", "topology=single", "topology.nodes.0.device=fast",
-                       "runner.backend.time_scale=5", f"runner.backend.profiles_dir={profiles}",
-                       f"runner.backend.log_dir={logs}"])
+                       "runner.backend.emulation.time_scale=5", f"runner.backend.profiles_dir={profiles}",
+                       f"runner.backend.workers.log_dir={logs}"])
     monkeypatch.chdir(tmp_path)
     from hode.tasks.run import main
 
@@ -170,7 +171,7 @@ def test_a_node_whose_port_is_closed_fails_in_seconds_naming_it(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     topo = Topology([{"name": "gone", "model": "yolov5n", "device": "fast", "host": "127.0.0.1", "port": port}])
-    backend = LiveBackend(topo, start_timeout_s=60, log_dir=str(tmp_path))
+    backend = LiveBackend(topo, workers={"start_timeout_s": 60, "log_dir": str(tmp_path)})
     with pytest.raises(WorkerError, match=rf"^edge node 'gone': cannot connect to 127.0.0.1:{port} within 5 s "
                                           r"\(nothing listening there"):
         backend.start()
@@ -209,7 +210,7 @@ def test_results_say_which_workers_are_emulated_and_that_they_ignore_the_token(e
     monkeypatch.setenv("HODE_TEST_CAMERA_TOKEN", "camera-side-token")
     topo = Topology([{"name": "ext", "model": "yolov5n", "device": "fast", "host": "127.0.0.1", "port": external.port()},
                      {"name": "real", "model": "yolov5n", "device": "cpu", "host": "127.0.0.1", "port": real_speed.port()}])
-    backend = LiveBackend(topo, time_scale=5.0, security={"token_env": "HODE_TEST_CAMERA_TOKEN"})
+    backend = LiveBackend(topo, emulation={"time_scale": 5.0}, security={"token_env": "HODE_TEST_CAMERA_TOKEN"})
     with caplog.at_level(logging.WARNING, logger="hode.cluster.live_checks"):
         backend.start()
     try:

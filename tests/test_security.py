@@ -221,7 +221,7 @@ def test_security_no_secret_in_any_output_of_a_real_run(tmp_path):
            "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     sec = "runner.backend.security"
     args = ["--config-dir", str(tmp_path / "conf"), "+plant=plant", "filter=none", "runner=live_secure", "topology=single",
-            "topology.nodes.0.device=fast", f"runner.backend.profiles_dir={tmp_path}", "runner.backend.time_scale=5",
+            "topology.nodes.0.device=fast", f"runner.backend.profiles_dir={tmp_path}", "runner.backend.emulation.time_scale=5",
             f"{sec}.tls_cert={pki['cert']}", f"{sec}.tls_key={pki['key']}", f"{sec}.tls_key_passphrase_env={PASS_ENV}",
             f"{sec}.tls_ca={pki['ca']}", "dataset.frames=2", "dataset.width=1024", "dataset.height=768",
             "logger=wandb", "progress=false", f"hydra.run.dir={out}"]

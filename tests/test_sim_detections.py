@@ -91,8 +91,8 @@ def test_sim_detections_equal_live_for_the_same_assignment(clip):
     """Real gRPC workers with lossless tiles (png, one tile per request, no hedging) return the
     detections the simulator replays: the sim stands in for the live cluster, boxes and all."""
     frames, _, (_, _, tr_s, items_s), _ = clip
-    _, live, tr_l, items_l = run(["runner=live", "runner.backend.encoding=png", "runner.backend.batch=1",
-                                  "runner.failover.hedge=false", "runner.backend.time_scale=1", "logger=none"], frames)
+    _, live, tr_l, items_l = run(["runner=live", "runner.backend.transport.encoding=png", "runner.backend.transport.batch=1",
+                                  "runner.failover.hedge=false", "runner.backend.emulation.time_scale=1", "logger=none"], frames)
     assert set(items_l) == set(items_s)
     for key, cl in items_l.items():
         cs = items_s[key]

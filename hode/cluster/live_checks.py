@@ -20,7 +20,7 @@ from hode.edge.security import EdgeSecurity, client_channel
 from hode.edge.server import SERVICE, channel_options
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hode.cluster.live import _Link
+    from hode.cluster.live.links import Link as _Link
 
 log = logging.getLogger(__name__)
 
