@@ -29,9 +29,9 @@ class PayloadError(DataError):
 
 
 def check_encoding(encoding: str, quality: int) -> None:
-    check(encoding in ENCODINGS, f"runner.backend.encoding must be one of {sorted(ENCODINGS)}, got {encoding!r}")
+    check(encoding in ENCODINGS, f"runner.backend.transport.encoding must be one of {sorted(ENCODINGS)}, got {encoding!r}")
     check(isinstance(quality, int) and 1 <= quality <= 100,
-          f"runner.backend.jpeg_quality must be an integer in [1, 100], got {quality!r}")
+          f"runner.backend.transport.jpeg_quality must be an integer in [1, 100], got {quality!r}")
 
 
 def encode_tile(image: np.ndarray, item_id: int, encoding: str = "jpeg", quality: int = 90) -> pb.Tile:
