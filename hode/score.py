@@ -29,7 +29,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -125,10 +125,25 @@ def load_predictions(predictions: list[dict] | str | Path) -> tuple[list[dict], 
     return out, conf
 
 
+def covered_frames(run_dir: str | Path) -> set[int] | None:
+    """Frame numbers a run dir's run went through (``dataset.start + k * dataset.every`` for its
+    ``frames``), so a run over part of the footage is scored on the truth frames it saw; None when
+    the run dir does not say."""
+    res = Path(run_dir) / "results.json"
+    try:
+        r = json.loads(res.read_text())
+        ds = r.get("config", {}).get("dataset", {})
+        n, start, every = int(r["frames"]), int(ds.get("start") or 0), int(ds.get("every") or 1)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return {start + k * every for k in range(n)}
+
+
 def score(predictions: list[dict] | str | Path, truth: str | Path, iou: float = 0.5,
-          conf: float | None = None) -> dict:
+          conf: float | None = None, frames: Iterable[int] | None = None) -> dict:
     """AP50, recall and false positives per frame of ``predictions`` on the truth set ``truth``.
-    ``conf`` defaults to the run's detector conf (run dir) or 0.25."""
+    ``conf`` defaults to the run's detector conf (run dir) or 0.25. ``frames`` limits scoring to
+    those frame numbers of the truth (default: all of them, or the frames a run dir's run covered)."""
     if not (_num(iou) and 0 < iou < 1):
         raise DataError(f"iou must be a number in (0, 1), got {iou!r}")
     if conf is not None and not _num(conf):
@@ -136,14 +151,19 @@ def score(predictions: list[dict] | str | Path, truth: str | Path, iou: float = 
     gt = load_truth(truth)
     preds, run_conf = load_predictions(predictions)
     conf = float(conf if conf is not None else run_conf if run_conf is not None else DEFAULT_CONF)
-    frames = sorted(im["id"] for im in gt["images"])
+    if frames is None and not isinstance(predictions, list) and Path(predictions).is_dir():
+        frames = covered_frames(predictions)
+    frames = sorted(im["id"] for im in gt["images"] if frames is None or im["id"] in set(frames))
+    if not frames:
+        raise DataError("none of the truth frames is among the frames scored")
     keep = set(frames)
     preds = [dict(image_id=r["image_id"], category_id=PERSON, bbox=[float(v) for v in r["bbox"]],
                   score=float(r["score"])) for r in preds
              if r["image_id"] in keep and r.get("category_id", PERSON) == PERSON]
-    n_truth = sum(1 for a in gt["annotations"] if not a.get("iscrowd", 0))
+    anns = [a for a in gt["annotations"] if a["image_id"] in keep]
+    n_truth = sum(1 for a in anns if not a.get("iscrowd", 0))
     out = dict(frames=len(frames), truth_boxes=n_truth,
-               ignore_regions=len(gt["annotations"]) - n_truth, predictions=len(preds), iou=float(iou), conf=conf)
+               ignore_regions=len(anns) - n_truth, predictions=len(preds), iou=float(iou), conf=conf)
     tp = fp = tp_all = 0
     ap = 0.0
     if preds:
@@ -214,13 +234,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--truth", required=True, help=f"truth set name ({', '.join(truth_names())}) or instances.json")
     ap.add_argument("--iou", type=float, default=0.5)
     ap.add_argument("--conf", type=float, default=None, help="score threshold for recall/FP (default: the run's, else 0.25)")
+    ap.add_argument("--frames", default=None, metavar="A:B",
+                    help="score only truth frames A..B (default: all, or those a run dir's run covered)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     try:
         a = ap.parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
     try:
-        r = score(a.predictions, a.truth, iou=a.iou, conf=a.conf)
+        frames = None
+        if a.frames is not None:
+            lo, _, hi = a.frames.partition(":")
+            if not (lo.isdigit() and hi.isdigit() and int(lo) <= int(hi)):
+                raise DataError(f"--frames must be A:B with 0 <= A <= B, got {a.frames!r}")
+            frames = range(int(lo), int(hi) + 1)
+        r = score(a.predictions, a.truth, iou=a.iou, conf=a.conf, frames=frames)
     except HodeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -119,6 +119,19 @@ def test_other_frames_and_categories_are_left_out():
     assert (r["predictions"], r["fp"], r["ap50"]) == (N, 0, 1.0)
 
 
+def test_only_the_frames_a_run_covered_are_scored(tmp_path):
+    first = [r for r in perfect() if r["image_id"] <= 180]
+    n = sum(1 for r in first)
+    r = score(first, "vtest", frames=range(0, 181))
+    assert (r["frames"], r["truth_boxes"], r["recall"], r["ap50"]) == (4, n, 1.0, 1.0)
+    (tmp_path / "predictions.json").write_text(json.dumps(first))
+    (tmp_path / "results.json").write_text(json.dumps({"frames": 181, "config": {"dataset": {"start": 0, "every": 1}}}))
+    assert score(tmp_path, "vtest")["recall"] == 1.0  # the run dir says it saw frames 0..180
+    assert score(first, "vtest")["recall"] == pytest.approx(n / N)  # a list alone: every truth frame
+    with pytest.raises(DataError, match="none of the truth frames"):
+        score(first, "vtest", frames=[1, 2])
+
+
 def test_no_predictions_scores_zero():
     r = score([], "vtest")
     assert (r["ap50"], r["recall"], r["fp"]) == (0.0, 0.0, 0)
