@@ -57,7 +57,8 @@ def _span(numbers: list[int]) -> str:
     return f"frames {numbers[0]}-{numbers[-1]}" + (f" every {step}" if step > 1 else "") + f" ({len(numbers)} frames)"
 
 
-def _grouped(ax, names: list[str], labels: list[str], series: dict[str, list], ylabel: str, fmt_: str) -> None:
+def _grouped(ax, names: list[str], labels: list[str], series: dict[str, list], ylabel: str, fmt_: str,
+             legend: bool = False) -> None:
     """Bars per name, one colour per series (real footage, synthetic scene)."""
     drawn = {k: v for k, v in series.items() if any(x is not None for x in v)}
     if not names or not drawn:
@@ -72,9 +73,9 @@ def _grouped(ax, names: list[str], labels: list[str], series: dict[str, list], y
         top = max([top] + [v for v in vals if v is not None])
     ax.set_xticks(range(len(names)), labels, fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, top * 1.2 or 1)
-    if len(drawn) > 1:
-        ax.legend(fontsize=7)
+    ax.set_ylim(0, top * 1.32 or 1)  # headroom: the legend sits above the bars
+    if legend and len(drawn) > 1:
+        ax.legend(fontsize=7, loc="upper center", ncol=len(drawn))
 
 
 def fig11_real(jobs: list[Job], out: Path, twin: list[Job] | None = None) -> Section:
@@ -85,13 +86,14 @@ def fig11_real(jobs: list[Job], out: Path, twin: list[Job] | None = None) -> Sec
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     labels = [ms[m]["label"] for m in names]
     for ax, key, ylabel, f in ((axes[0], "fps", "frames per second", "{:.2f}"),
-                               (axes[1], "map50", "AP50 (real: vs hand-checked truth)", "{:.3f}"),
+                               (axes[1], "map50", "AP50 (vs each scene's truth)", "{:.3f}"),
                                (axes[2], "p95", "p95 frame latency (ms)", "{:.0f}")):
         if not ms:
             no_data(ax, "no successful fig11_real job")
             continue
         _grouped(ax, names, labels, {REAL: [ms[m][key] for m in names],
-                                     SYNTH: [syn[m][key] if m in syn else None for m in names]}, ylabel, f)
+                                     SYNTH: [syn[m][key] if m in syn else None for m in names]}, ylabel, f,
+                 legend=key == "fps")
     fig.suptitle("Fig. 11 on real footage" + (" beside the synthetic scene (Fig. 11)" if syn else ""), fontsize=10)
     s.figures = save(fig, out, "fig11_real")
     rep = representative(jobs)
@@ -151,9 +153,9 @@ def fig12_real(jobs: list[Job], out: Path, twin: list[Job] | None = None) -> Sec
             return None if v is None else 100 * v
 
         _grouped(ax, names, labels, {REAL: [col(scores, n) for n in names], SYNTH: [col(syn, n) for n in names]},
-                 ylabel, "{:.1f}")
+                 ylabel, "{:.1f}", legend=key == "accuracy")
         ax.tick_params(axis="x", labelsize=7, rotation=20)
-    fig.suptitle("Fig. 12 on real footage, closed loop" + (" beside the synthetic scene (Fig. 12)" if syn else ""),
+    fig.suptitle("Fig. 12 on real footage (closed loop)" + (", beside the synthetic scene (Fig. 12)" if syn else ""),
                  fontsize=10)
     s.figures = save(fig, out, "fig12_real")
     rows = []

@@ -100,7 +100,8 @@ def test_fig11_real_brings_the_coco_tiers_and_reaches_the_truth_frames(method: s
         assert {n.model for n in cfg.topology.nodes} == {"yolo11n_x2", "yolo11n"} and cfg.topology.name == "paper5"
         assert cfg.detector.name == "yolo11n" and cfg.runner.name == "sim" and cfg.experiment.method == method
         ds = cfg.dataset
-        assert ds._target_.endswith("VideoSource") and ds.path == "asset:vtest.avi" and (ds.width, ds.height) == (2880, 2160)
+        assert ds._target_.endswith("VideoSource") and ds.path == "asset:vtest.avi"
+        assert (ds.width, ds.height) == (2880, 2160)
         truth = set(load_truth(ds.gt))
         scored = sorted(truth & set(_frame_numbers(ds)))
         assert len(scored) >= least, (size, scored)
@@ -116,6 +117,17 @@ def test_fig12_real_evaluates_the_filters_on_the_footage() -> None:
     assert list(cfg.task.filters) == ["st", "comp1", "comp2", "comp3", "oracle", "none"]
     full = compose_with_hydra(["+experiment=fig12_real", "experiment.size=full"])
     assert full.dataset.frames is None and list(full.task.guard_filters) == ["st", "comp1"]
+
+
+def test_eval_filter_on_video_refuses_other_datasets_and_a_seed_split() -> None:
+    from hode.errors import ConfigError
+    from hode.filter.video_eval import video_sequences
+
+    cfg = compose_with_hydra(["task=eval_filter"])
+    with pytest.raises(ConfigError, match="task.source=video needs dataset=video, got hode.data.synthetic"):
+        video_sequences(cfg.dataset, "all")
+    with pytest.raises(ConfigError, match="task.split must be 'all' .* or 'time' .* got 'seed'"):
+        video_sequences(cfg.dataset, "seed")
 
 
 def test_paper_runs_each_real_figure_right_after_its_synthetic_twin() -> None:

@@ -200,8 +200,8 @@ TRUTH = Path(__file__).resolve().parents[1] / "hode" / "data" / "truth" / "vtest
 
 def test_real_figures_sit_after_their_synthetic_twins_with_a_caption(tree: Path) -> None:
     s = tree / "fig11_real" / "t1"
-    for k, (m, sched, flt, fps, ap) in enumerate([("fourk", "fourk", "none", 3.0, 0.95), ("elf", "elf", "none", 4.0, 0.7),
-                                                  ("hode", "dqn", "st", 7.5, 0.93)]):
+    rows = [("fourk", "fourk", "none", 3.0, 0.95), ("elf", "elf", "none", 4.0, 0.7), ("hode", "dqn", "st", 7.5, 0.93)]
+    for k, (m, sched, flt, fps, ap) in enumerate(rows):
         job(s, k, real_config("fig11_real", **{"experiment.method": m, "scheduler.name": sched, "filter.name": flt}),
             {**run_result(fps, ap), "frames": 9, "gt": "dataset", "gt_file": str(TRUTH)})
     s = tree / "fig12_real" / "t1"
@@ -216,8 +216,8 @@ def test_real_figures_sit_after_their_synthetic_twins_with_a_caption(tree: Path)
     out = tree / "report"
     assert reports_main([str(tree), "--out", str(out), "--wandb", "off", "--no-pdf"]) == 0
     md = (out / "REPORT.md").read_text()
-    heads = [md.index(h) for h in ("## Fig. 11:", "## Fig. 11 (real footage)", "## Fig. 12:", "## Fig. 12 (real footage)",
-                                   "## Fig. 13")]
+    heads = [md.index(h) for h in ("## Fig. 11:", "## Fig. 11 (real footage)", "## Fig. 12:",
+                                   "## Fig. 12 (real footage)", "## Fig. 13")]
     assert heads == sorted(heads)
     assert (out / "fig11_real.png").is_file() and (out / "fig12_real.png").is_file()
     # captions: what footage, what truth, what size
@@ -248,8 +248,9 @@ def test_report_from_tiny_real_sweeps(tmp_path: Path) -> None:
             pytest.skip(f"footage not fetchable here: {e}")
         raise
     small = ["logger=none", "dataset.width=768", "dataset.height=576", f"dataset.golden_cache={tmp_path / 'golden'}"]
-    for exp, extra in (("fig11_real", ["dataset.frames=2", "dataset.every=60", f"runner.backend.cache_dir={tmp_path / 'det'}"]),
-                       ("fig12_real", ["dataset.frames=12"])):
+    det = f"runner.backend.cache_dir={tmp_path / 'det'}"
+    for exp, extra in (("fig11_real", ["dataset.frames=2", "dataset.every=60", det]),
+                       ("fig12_real", ["dataset.frames=30"])):
         p = subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", f"+experiment={exp}",
                             f"hydra.sweep.dir={tmp_path / 'sweeps' / exp}", *small, *extra],
                            cwd=str(ROOT), capture_output=True, text=True, timeout=400)
@@ -257,8 +258,19 @@ def test_report_from_tiny_real_sweeps(tmp_path: Path) -> None:
     hode = json.loads((tmp_path / "sweeps" / "fig11_real" / "2" / "results.json").read_text())
     assert hode["gt"] == "dataset" and 0 < hode["map50"] <= 1 and hode["frames"] == 2
     f12 = json.loads((tmp_path / "sweeps" / "fig12_real" / "0" / "results.json").read_text())
-    assert f12["labels"]["kind"] == "golden" and f12["labels"]["vs_truth"]["frames"] == 1  # frame 0 of 0..11
-    assert 0 < f12["filter"]["st"]["closed_loop"]["accuracy"] <= 1
+    assert f12["labels"]["kind"] == "golden" and f12["labels"]["vs_truth"]["frames"] == 1  # frame 0 of 0..29
+    assert 0 < f12["filter"]["st"]["closed_loop"]["accuracy"] <= 1 and f12["sequences"] == ["vtest"]
+
+    # task.split=time: the last fifth (what train_filter holds out), its frames re-renderable for the motion guard
+    from omegaconf import OmegaConf
+
+    from hode.filter.video_eval import video_sequences
+    from hode.filter.video_tracks import FrameRange
+
+    ds = OmegaConf.create(f12["config"]["dataset"])
+    (test,), labels = video_sequences(ds, "time")  # golden labels from the sweep's cache
+    assert len(test) == 6 and isinstance(test.source, FrameRange) and len(list(test.source)) == 6
+    assert labels["kind"] == "golden" and test.width == 768
 
     out = tmp_path / "report"
     assert reports_main([str(tmp_path / "sweeps"), "--out", str(out), "--wandb", "off", "--no-pdf"]) == 0
@@ -267,5 +279,5 @@ def test_report_from_tiny_real_sweeps(tmp_path: Path) -> None:
     assert (out / "fig11_real.png").is_file() and (out / "fig12_real.png").is_file()
     assert "frames 0-60 every 60 (2 frames), size `quick`" in md and "resized to 768x576" in md
     assert "2 of its 14 labelled frames read and scored (0, 60)" in md
-    assert "frames 0-11 (12 frames)" in md and "golden labels (yolo11n_x2" in md
+    assert "frames 0-29 (30 frames)" in md and "golden labels (yolo11n_x2" in md
     assert "## Failed jobs" not in md

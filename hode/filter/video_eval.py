@@ -53,7 +53,8 @@ def labelled_source(dataset: DictConfig):
 def video_sequences(dataset: DictConfig, split: str) -> tuple[list[TrackSequence], dict]:
     """The sequences to score (``split=all``: the whole stretch read; ``time``: its last fifth, the
     stretch ``task=train_filter task.source=video`` holds out) and where their boxes came from."""
-    check(split in ("all", "time"), f"task.source=video: task.split must be 'all' or 'time', got {split!r}")
+    check(split in ("all", "time"), "task.source=video: task.split must be 'all' (every frame read) or 'time' (the "
+                                    f"last fifth, which train_filter holds out), got {split!r}")
     src, truth_file = labelled_source(dataset)
     seq = from_source(src)  # source kept: the motion guard is evaluated from the frames' pixels
     labels = label_info(src, seq, truth_file)
