@@ -69,7 +69,7 @@ def _grouped(ax, names: list[str], labels: list[str], series: dict[str, list], y
     for i, (label, vals) in enumerate(drawn.items()):
         xs = np.arange(len(names)) + (i - (len(drawn) - 1) / 2) * w
         bars = ax.bar(xs, [v or 0 for v in vals], w, color=COLORS[(2 * i + 1) % len(COLORS)], label=label)
-        bar_labels(ax, bars, vals, fmt_, fontsize=7)
+        bar_labels(ax, bars, vals, fmt_, fontsize=7 if len(names) * len(drawn) <= 6 else 5)
         top = max([top] + [v for v in vals if v is not None])
     ax.set_xticks(range(len(names)), labels, fontsize=8)
     ax.set_ylabel(ylabel)
@@ -110,9 +110,10 @@ def fig11_real(jobs: list[Job], out: Path, twin: list[Job] | None = None) -> Sec
         s.tables.append(md_table(METHOD_HEADER, _method_rows(ms)))
     s.caption = _fig11_caption(rep, speed)
     s.setup = setup_lines(rep)
-    s.notes.append("fps and latency are on the simulator's virtual clock (device-profile service times, the same "
-                   "profiles as Fig. 11); detections are the real COCO detectors' outputs replayed from the "
-                   "detection cache. Only frames the truth set labels are scored.")
+    s.notes.append("fps and latency are on the simulator's virtual clock (device-profile service times; the "
+                   "profiles' yolo11n / yolo11n_x2 entries for the paper's devices are estimates, see conf/device/); "
+                   "detections are the real COCO detectors' outputs replayed from the detection cache. Only frames "
+                   "the truth set labels are scored.")
     s.notes += failed_lines(jobs)
     return s
 
@@ -141,7 +142,7 @@ def fig12_real(jobs: list[Job], out: Path, twin: list[Job] | None = None) -> Sec
     syn, _ = filter_scores(twin or [])
     names = list(scores)
     labels = [FILTER_LABELS.get(n, n) for n in names]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.6))
     for ax, key, ylabel in zip(axes, ("accuracy", "recall", "skipped"),
                                ("tile accuracy (%)", "recall of occupied tiles (%)", "tiles skipped (%)")):
         if not scores:
@@ -177,7 +178,8 @@ def fig12_real(jobs: list[Job], out: Path, twin: list[Job] | None = None) -> Sec
     s.caption = _fig12_caption(ok[0] if ok else None)
     if ok:
         r = ok[0].results or {}
-        s.setup = [f"Grid {r.get('grid')}, tile {r.get('tile')}, padding {r.get('pad')}; closed loop: detector = "
+        s.setup = [f"Sequences scored: {', '.join(map(str, r.get('sequences', [])))}; "
+                   f"grid {r.get('grid')}, tile {r.get('tile')}, padding {r.get('pad')}; closed loop: detector = "
                    f"{r.get('detector_in_closed_loop', '?')}; scored from frame {r.get('warmup_frames', '?')}.",
                    "Accuracy = fraction of tiles whose keep/skip decision matches the tile's occupancy in the labels; "
                    "open loop feeds the filter the labels' counts, closed loop what was found in the kept tiles."]
