@@ -12,19 +12,32 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from hode.config import check_options
+from hode.config import check_cli
 from hode.errors import HodeError
 
 EXIT_USER_ERROR = 2
 
 
-def _check_options(argv: list[str]) -> None:
-    """Refuse ``group=option`` overrides naming an option that does not exist, in one line."""
+def _check_cli(argv: list[str]) -> None:
+    """Refuse, in one line, what Hydra would turn into a traceback or a many-line error: unknown
+    groups, options and keys, malformed overrides, bad values, an unusable run dir."""
     try:
-        check_options(argv)
+        check_cli(argv)
     except HodeError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def _apply_safety_settings(cfg: DictConfig) -> None:
+    """``limits:`` and ``trust_weights`` act process-wide (sources and detectors read them); the
+    environment carries the trust to worker processes this run starts."""
+    import os
+
+    from hode.data import limits
+
+    limits.configure(cfg.get("limits"))
+    if cfg.get("trust_weights"):
+        os.environ["HODE_TRUST_WEIGHTS"] = "1"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -44,6 +57,7 @@ def main(cfg: DictConfig) -> None:
             return
         job.prepare()
     try:
+        _apply_safety_settings(cfg)
         check_size(cfg)  # +experiment=...: experiment.size names one of its sizes
         task = get_method(cfg.task._target_)  # the task's function; its settings live in cfg.task
         task(cfg)
@@ -55,7 +69,11 @@ def main(cfg: DictConfig) -> None:
     except KeyboardInterrupt:
         if job is not None:  # a sweep stops here; the record says why (and a resumed sweep reruns it)
             job._write("interrupted", error="interrupted (SIGINT/SIGTERM)")
-        print("interrupted: results of the finished frames were written", file=sys.stderr)
+        from hode.results import written
+
+        done = written()  # claim only what was completely written (an atomic rename happened)
+        print(f"interrupted: results of the finished frames were written to {done[-1]}" if done
+              else "interrupted: no results were written", file=sys.stderr)
         sys.exit(130)
     except Exception as e:
         if job is None:
@@ -67,5 +85,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    _check_options(sys.argv[1:])
+    _check_cli(sys.argv[1:])
     main()

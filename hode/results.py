@@ -60,15 +60,39 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+_written: list[Path] = []  # results files this process finished writing (what run.py may claim)
+
+
+def written() -> list[Path]:
+    """The results files this process has completely written, oldest first."""
+    return list(_written)
+
+
 def write_results(cfg: DictConfig, results: dict, path: Path | None = None) -> dict:
-    """Write ``results.json`` (with the redacted config) into the run dir and return the dict."""
+    """Write ``results.json`` (with the redacted config) into the run dir and return the dict.
+
+    Atomic: the JSON goes to a temporary file in the same folder, is flushed to disk, then renamed
+    over ``path``; an interruption at any point leaves the previous file or none, never half a one,
+    and only a completed rename is recorded in :func:`written`."""
+    import os
+    import tempfile
+
     results = dict(results)
     results["config"] = plain_config(cfg)
     path = path or run_dir() / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_jsonable(results), indent=1))
-    tmp.replace(path)  # atomic: a reader never sees half a file
+    text = json.dumps(_jsonable(results), indent=1)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # Ctrl-C included: no stray temporary file
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _written.append(path)
     return results
 
 

@@ -69,7 +69,7 @@ IMAGES = {
     "zero bytes": ("f1.jpg", b"", "skip: empty file (0 bytes)"),
     "jpeg header only": ("f1.jpg", _jpeg_head(), "skip: truncated"),
     "text named .jpg": ("f1.jpg", b"not an image at all " * 20 + b"\xff\xd9", "skip: not a readable image"),
-    "huge (bomb header)": ("f1.png", png_header(100_000, 100_000), "skip: OpenCV cannot decode it"),
+    "huge (bomb header)": ("f1.png", png_header(100_000, 100_000), "error: above the limit of 100.0 MP per frame"),
     "grayscale": ("f1.png", np.full((48, 64), 70, np.uint8), "frame"),
     "16-bit colour": ("f1.png", np.full((48, 64, 3), 50_000, np.uint16), "frame"),
     "16-bit grayscale": ("f1.png", np.full((48, 64), 50_000, np.uint16), "frame"),
@@ -83,6 +83,11 @@ def test_bad_input_image(tmp_path, case):
     _write(tmp_path / "f0.png", np.full((48, 64, 3), 100, np.uint8))
     _write(tmp_path / name, content)
     _write(tmp_path / "f2.png", np.full((48, 64, 3), 120, np.uint8))
+    if expect.startswith("error: "):  # refused from its header, before anything is decoded
+        with pytest.raises(DataError) as e:
+            VideoSource(str(tmp_path), golden=False)
+        assert expect[7:] in one_line(e.value) and name in str(e.value)
+        return
     src = VideoSource(str(tmp_path), golden=False)
     frames = list(src)
     assert frames[0].index == 0 and frames[-1].index == 2  # the frames around it are kept

@@ -53,7 +53,9 @@ def test_build_surfaces_the_users_mistake(cfg_factory):
 
 @pytest.mark.parametrize("override, message", [
     ("topology=nope", "unknown topology option 'nope' (available: "),
-    ("runner.in_flight==", "cannot compose the config: Error parsing override"),
+    ("runner.in_flight==", "malformed override 'runner.in_flight=='"),
+    ("dataset.nonexistent=1", "unknown config key 'dataset.nonexistent': dataset has no 'nonexistent'"),
+    ("seed=nan", "seed must be an integer"),
 ])
 def test_compose_config_refuses_a_bad_override_in_one_line(override, message):
     """What the benchmarks compose with (hode.config.compose_config): the same one line run.py gives."""
@@ -62,3 +64,53 @@ def test_compose_config_refuses_a_bad_override_in_one_line(override, message):
     with pytest.raises(HodeError) as err:
         compose_config([override])
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+# ----- the command line: one `error:` line, exit status 2, no traceback ------------------------
+
+CLI_MISTAKES = {  # argv -> what the one line says
+    "device profile as an option": (["device=gtx1050"], "conf/device/ holds the device profiles that topology nodes name"),
+    "unknown device profile": (["device=x"], "not a run option"),
+    "misspelled group": (["schedulr=dqn"], "unknown config group or key 'schedulr' (did you mean 'scheduler'?"),
+    "unknown key": (["dataset.nonexistent=1"], "unknown config key 'dataset.nonexistent'"),
+    "misspelled key": (["dataset.widht=640"], "did you mean 'width'?"),
+    "malformed override": (["dataset.frames=[1,2"], "malformed override 'dataset.frames=[1,2'"),
+    "sweep without -m": (["seed=1,2"], "is a sweep"),
+    "experiment without +": (["experiment=smoke"], "write +experiment=smoke"),
+    "seed nan": (["seed=nan"], "seed must be an integer in [0, 2**32), got nan"),
+    "seed 1e30": (["seed=1e30"], "seed must be an integer in [0, 2**32)"),
+    "imgsz 100000": (["detector.imgsz=100000"], "detector.imgsz=100000: the detector's input is 100000x100000"),
+    "absent CUDA device": (["detector.device=cuda:7"], "detector.device=cuda:7: this machine has"),
+    "negative limit": (["limits.max_pixels=-1"], "limits.max_pixels must be a positive integer"),
+    "run dir is a file": (["hydra.run.dir={file}"], "is a file, not a folder"),
+    "run dir under a file": (["hydra.run.dir={file}/sub"], "is a file, not a folder"),
+    "run dir unwritable": (["hydra.run.dir=/proc/hode-run"], "cannot write in /proc"),
+}
+
+
+def run_cli(argv: list[str], repo_root, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    full_env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.run([sys.executable, "run.py", *argv], cwd=repo_root, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+def assert_one_error_line(out: subprocess.CompletedProcess, message: str) -> str:
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr[-2000:]
+    assert message in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", sorted(CLI_MISTAKES))
+def test_cli_mistake_is_one_error_line_and_exit_2(case, repo_root, tmp_path):
+    import torch
+
+    argv, message = CLI_MISTAKES[case]
+    if case == "absent CUDA device" and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    (tmp_path / "a-file").write_text("x")
+    argv = [a.format(file=tmp_path / "a-file") for a in argv]
+    assert_one_error_line(run_cli(argv + ["logger=none"], repo_root), message)

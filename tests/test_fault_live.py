@@ -1,5 +1,6 @@
 """runner=live under real faults: a worker SIGKILLed mid-frame, a worker frozen (unreachable), a
-worker slowed 10x. Real worker processes on loopback, the real pipeline over them.
+worker slowed 10x, a worker whose device is held while its health says SERVING. Real worker
+processes on loopback, the real pipeline over them.
 
 One backend with two local workers (both yolov5n, so a tile's detections do not depend on the
 node) serves every test here; the fault injection is by frame index (``chaos``, ``load_trace``),
@@ -29,6 +30,7 @@ from test_edge_support import FAST, running, wait_for, workers_of
 SLOW = (100, 200)  # frames on which node b is 10x slower
 STOP = 301  # node b is frozen (SIGSTOP) when this frame goes out
 KILL = 401  # node b is SIGKILLed when this frame goes out
+HELD = (600, 700)  # node b's device is held by another client's request (health still SERVING)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,8 @@ def cluster(tmp_path_factory):
                           load_trace=[{"node": "b", "start": SLOW[0], "end": SLOW[1], "factor": 10.0}],
                           chaos=[{"node": "b", "frame": STOP, "action": "stop"},
                                  {"node": "b", "frame": KILL, "action": "kill"}],
-                          probe_s=0.5, probe_timeout_s=1.0, fail_after=2, failover={"deadline_slack_s": 0.3})
+                          probe_s=0.5, probe_timeout_s=1.0, fail_after=2, failover={"deadline_slack_s": 0.3},
+                          watchdog_slack_s=1.0)
     backend.start()
     yield backend, d
     backend.close()
@@ -117,6 +120,44 @@ def test_fault_killed_worker_mid_frame_loses_no_tile_and_rejoins(cluster, small_
     assert (d / "workers" / "b.log").read_text().count("ready:") >= 2  # one log, both lives
 
 
+@pytest.mark.parametrize("batch", [0, 1])
+def test_fault_node_that_stops_answering_while_serving_is_marked_down_by_the_watchdog(cluster, small_frames, batch):
+    """Another client holds b's device with one tile paced 10,000x its profile (about 50 s): b's
+    health check keeps saying SERVING, but it answers no Detect. The watchdog marks it down (a
+    call's deadline with batch 0; with batch 1 hedging cancels b's one-item calls, and the liveness
+    probe finds it), no tile is lost, and b is re-admitted only once it answers a Detect again."""
+    import grpc
+
+    from hode.edge import worker_pb2 as pb
+
+    backend, _ = cluster
+    b = backend._links[1]
+    wait_for(lambda: b.up, 90, "b to be up")
+    start = HELD[batch]
+    tile = pb.Tile(item_id=0, encoding=pb.RAW, data=bytes(32 * 32 * 3), height=32, width=32, channels=3, dtype="uint8")
+    hog = b.client.stub.Detect.future(pb.DetectRequest(frame_id=0, tiles=[tile], time_scale=10_000.0))
+    wait_for(lambda: b.client.status().queue == 1, 10, "b's device to be held")
+    backend.batch = batch
+    try:
+        trace, got = run(backend, frames_at(small_frames, start, 3))
+        assert [r.items for r in trace.records] == [4, 4, 4]
+        keys = [(c.frame_id, c.item_id) for c in got]
+        assert len(keys) == len(set(keys)) == 12  # every tile once, none lost
+        wait_for(lambda: not b.up, 40, "the watchdog to mark b down")
+        assert b.client.serving(), "b's health check should still say SERVING"
+        down = [e for e in backend.faults.summary()["events"] if e["node"] == "b" and e["event"] == "down"][-1]
+        assert "watchdog" in down["detail"], down
+        time.sleep(2 * backend.probe_s)
+        assert not b.up, "re-admitted on its health check alone while its device is still held"
+    finally:
+        backend.batch = 0
+        hog.cancel()  # the worker stops pacing a cancelled tile
+    wait_for(lambda: b.up, 60, "b to be re-admitted once it answers again")
+    assert backend.faults.summary()["watchdog"] >= 1 + batch
+    with pytest.raises(grpc.FutureCancelledError):
+        hog.result()
+
+
 def test_fault_chaos_and_failover_settings_are_checked():
     topo = Topology([{"name": "a", "model": "yolov5n", "device": "gtx1050"}])
     for chaos, msg in (([{"node": "zz", "frame": 1, "action": "kill"}], "names node 'zz'"),
@@ -129,3 +170,5 @@ def test_fault_chaos_and_failover_settings_are_checked():
         LiveBackend(topo, fail_after=0)
     with pytest.raises(ConfigError, match="max_attempts"):
         LiveBackend(topo, failover={"max_attempts": 0})
+    with pytest.raises(ConfigError, match="watchdog_k must be a number >= 1"):
+        LiveBackend(topo, watchdog_k=0.5)

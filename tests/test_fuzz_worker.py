@@ -1,6 +1,8 @@
 """Fuzzing a real edge worker on loopback: thousands of random and mutated requests (bounded in
-count and time). The worker must answer every one with a status code that names the problem,
-never crash or hang, and keep answering a valid request exactly as before."""
+count and time), concurrent, among them valid ones whose callers give up (random deadlines,
+client-side cancels, identical requests queued together). The worker must answer every one with a
+status code that names the problem, never crash or hang, keep answering a valid request exactly as
+before, and at the end answer a fresh request within its service time (nothing left in its line)."""
 from __future__ import annotations
 
 import math
@@ -23,6 +25,8 @@ REFERENCE_EVERY = 250
 # unhandled exception in the servicer) and INTERNAL (a failure inside the worker) are failures.
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
            grpc.StatusCode.UNIMPLEMENTED}
+# What a caller that gives up may see (only for the requests sent that way).
+GIVEN_UP = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 FAST_SCALE = 0.01  # valid fuzzed tiles are paced at 1% of the profile: the device is never the bottleneck
 
 
@@ -98,20 +102,29 @@ def test_fuzz_worker_stays_up_and_keeps_answering_correctly(worker):
     codes: dict[str, int] = {}
     bad: list[str] = []
 
-    def call(method: str, payload: bytes) -> None:
+    def call(method: str, payload: bytes, timeout: float = 30.0, cancel_after: float | None = None) -> None:
         try:
-            methods[method](payload, timeout=30)
+            if cancel_after is None:
+                methods[method](payload, timeout=timeout)
+            else:  # the caller goes away on its own
+                fut = methods[method].future(payload, timeout=timeout)
+                time.sleep(cancel_after)
+                fut.cancel()
+                fut.result()
             code, detail = grpc.StatusCode.OK, ""
+        except grpc.FutureCancelledError:
+            code, detail = grpc.StatusCode.CANCELLED, ""
         except grpc.RpcError as e:
             code, detail = e.code(), e.details() or ""
         codes[code.name] = codes.get(code.name, 0) + 1
         # grpc's own health service answers garbage with INTERNAL "Exception deserializing request!"
         stock = method == "Health" and code == grpc.StatusCode.INTERNAL and "deserializ" in detail.lower()
-        if code not in ALLOWED and not stock:
+        gave_up = (timeout < 30 or cancel_after is not None) and code in GIVEN_UP
+        if code not in ALLOWED and not stock and not gave_up:
             bad.append(f"{method} {len(payload)} bytes: {code.name}: {detail[:200]}")
 
     def check_reference() -> None:
-        got = client.stub.Detect(valid, timeout=60).results
+        got = client.stub.Detect(valid, timeout=20).results
         assert len(got) == 1 and got[0].item_id == 1
         np.testing.assert_allclose(np.asarray(got[0].boxes), np.asarray(reference.boxes), atol=1e-3)
         np.testing.assert_allclose(np.asarray(got[0].scores), np.asarray(reference.scores), atol=1e-4)
@@ -127,7 +140,13 @@ def test_fuzz_worker_stays_up_and_keeps_answering_correctly(worker):
             jobs = []
             for _ in range(REFERENCE_EVERY):
                 r = rng.random()
-                if r < 0.55:
+                if r < 0.1:  # a valid request whose caller gives up: a deadline, or a cancel
+                    valid_one = pool[int(rng.integers(0, len(pool)))]  # identical ones queue together
+                    if rng.random() < 0.5:
+                        jobs.append(("Detect", valid_one, float(rng.uniform(0.002, 0.3))))
+                    else:
+                        jobs.append(("Detect", valid_one, 30.0, float(rng.uniform(0.0, 0.2))))
+                elif r < 0.55:
                     jobs.append(("Detect", rng.bytes(int(rng.integers(0, 512)))))
                 elif r < 0.75:
                     jobs.append(("Detect", mutate(pool[int(rng.integers(0, len(pool)))], rng)))
@@ -145,5 +164,15 @@ def test_fuzz_worker_stays_up_and_keeps_answering_correctly(worker):
     assert running(proc.pid) and client.status().pid == pid, "the worker restarted or died"
     assert codes.get("OK", 0) > 50 and codes.get("INVALID_ARGUMENT", 0) > 300, codes
     assert codes.get("RESOURCE_EXHAUSTED", 0) >= 2, codes
+    assert codes.get("DEADLINE_EXCEEDED", 0) > 10 and codes.get("CANCELLED", 0) > 10, codes
     check_reference()
     channel.close()
+    # Nothing left in the worker's line: the queue drains, and a fresh request waits for nobody.
+    deadline = time.monotonic() + 30
+    while client.status().queue and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.status().queue == 0, "tiles of callers that gave up are still counted as queued"
+    t0 = time.perf_counter()
+    fresh = client.stub.Detect(valid, timeout=30)
+    wall = time.perf_counter() - t0
+    assert wall < fresh.results[0].service_s + 1.0, (wall, fresh.results[0].service_s)

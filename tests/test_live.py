@@ -159,3 +159,67 @@ def test_ctrl_c_during_a_live_run_leaves_no_worker(cfg_factory, profiles, tmp_pa
     assert workers_of(str(logs)) == [], "a worker survived Ctrl-C"
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["interrupted"] is True and 1 <= results["frames"] < 50
+
+
+def test_a_node_whose_port_is_closed_fails_in_seconds_naming_it(tmp_path):
+    """Issue 19: a topology node with host/port where nothing listens used to fail only after
+    start_timeout_s (180 s). It fails after connect_timeout_s (5 s) in one line naming node and address."""
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    topo = Topology([{"name": "gone", "model": "yolov5n", "device": "fast", "host": "127.0.0.1", "port": port}])
+    backend = LiveBackend(topo, start_timeout_s=60, log_dir=str(tmp_path))
+    with pytest.raises(WorkerError, match=rf"^edge node 'gone': cannot connect to 127.0.0.1:{port} within 5 s "
+                                          r"\(nothing listening there"):
+        backend.start()
+
+
+@pytest.fixture(scope="module")
+def real_speed(tmp_path_factory):
+    """A worker that runs at this machine's real speed (not emulating any profile), started by hand."""
+    from hode.edge.process import WorkerProcess
+    from hode.edge.server import WorkerSpec
+
+    from test_edge_support import yolov5n_config
+
+    proc = WorkerProcess(WorkerSpec(node="real", detector=yolov5n_config(), torch_threads=1),
+                         tmp_path_factory.mktemp("real-speed"), torch_threads=1)
+    proc.spawn()
+    yield proc
+    proc.stop()
+
+
+def test_results_say_which_workers_are_emulated_and_that_they_ignore_the_token(external, real_speed, small_frames,
+                                                                               monkeypatch, caplog):
+    """Issue 19: results.json said ``emulated: true`` for every node of runner=live, also for workers
+    that run at real speed. Now it is what each worker's Status says; and a camera holding a token
+    says which workers answer without it (they check none)."""
+    import logging
+
+    from hode.filter.base import KeepAll
+    from hode.pipeline import Pipeline
+    from hode.schedule.base import RoundRobin
+    from hode.tiling import Tiler
+
+    from test_edge_support import wait_serving
+
+    wait_serving(real_speed).close()
+    monkeypatch.setenv("HODE_TEST_CAMERA_TOKEN", "camera-side-token")
+    topo = Topology([{"name": "ext", "model": "yolov5n", "device": "fast", "host": "127.0.0.1", "port": external.port()},
+                     {"name": "real", "model": "yolov5n", "device": "cpu", "host": "127.0.0.1", "port": real_speed.port()}])
+    backend = LiveBackend(topo, time_scale=5.0, security={"token_env": "HODE_TEST_CAMERA_TOKEN"})
+    with caplog.at_level(logging.WARNING, logger="hode.cluster.live_checks"):
+        backend.start()
+    try:
+        Pipeline(Tiler(), KeepAll(), RoundRobin(), backend, in_flight=1, progress=False).run(small_frames[:1])
+        runner, nodes = backend.describe(), {n["name"]: n for n in backend.stats()}
+    finally:
+        backend.close()
+    assert runner["emulated"] is False and runner["emulated_nodes"] == ["ext"] and runner["note"].startswith("mixed")
+    assert nodes["ext"]["emulated"] is True and nodes["ext"]["time_scale"] == 5.0
+    assert nodes["real"]["emulated"] is False and nodes["real"]["time_scale"] == 1.0 and nodes["real"]["items"] > 0
+    assert runner["security"]["token_not_checked_by"] == ["ext", "real"]
+    warned = [r.getMessage() for r in caplog.records if "without the token" in r.getMessage()]
+    assert len(warned) == 2 and "camera-side-token" not in " ".join(warned)

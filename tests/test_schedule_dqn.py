@@ -181,3 +181,22 @@ def test_unmeasured_nodes_get_a_probe_tile_and_the_first_frame_is_split_evenly()
     assert probe([6, 0, 4], warm).tolist() == [6, 0, 4]  # probed last frame: fresh again
     # salbs no longer starves the unmeasured node (it used to read as 1 item/s next to 40 and 20)
     assert np.bincount(SpeedAware().assign(tiles(9), nodes), minlength=3).tolist() == [4, 3, 2]
+
+
+def test_a_topology_without_its_checkpoint_is_resolved_before_anything_starts(tmp_path, caplog):
+    from hode.config import ROOT
+    from hode.errors import WeightsError
+    from hode.schedule.dqn import DQNScheduler
+
+    missing = str(ROOT / "weights" / "dqn_my_lab.pt")
+    two = DQNScheduler(ckpt=missing)
+    two.fit(["a", "b"])  # a shipped checkpoint for two nodes stands in, with a warning
+    assert two.ckpt.endswith("dqn_local2.pt") and two.stand_in is None and "no DQN checkpoint" in caplog.text
+    three = DQNScheduler(ckpt=missing)
+    three.fit(["a", "b", "c"])  # none for three: SALBS, still accuracy-aware
+    assert type(three.stand_in).__name__ == "SpeedAware"
+    with pytest.raises(WeightsError, match="no DQN checkpoint .*dqn_my_lab.pt .*scheduler.fallback=salbs"):
+        DQNScheduler(ckpt=missing, fallback=None).fit(["a", "b", "c"])
+    shipped = DQNScheduler(ckpt=str(ROOT / "weights" / "dqn_paper5.pt"))
+    shipped.fit(["a", "b"])  # the wrong node count is caught here, not at the first frame
+    assert shipped.ckpt.endswith("dqn_local2.pt")

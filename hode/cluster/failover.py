@@ -191,6 +191,11 @@ class Tracker:
             return [f for f in self._f.values() if not f.done and f.deadline <= now
                     and len(f.live) < p.max_copies and len(f.tried) < p.max_attempts]
 
+    def late_nodes(self, now: float) -> set[int]:
+        """Nodes holding a copy of an unfinished item past its deadline (the live watchdog probes them)."""
+        with self._lock:
+            return {i for f in self._f.values() if not f.done and f.deadline <= now for i in f.live}
+
     def postpone(self, key: Key, deadline: float) -> None:
         with self._lock:
             f = self._f.get(key)
@@ -213,6 +218,7 @@ class FaultLog:
     nodes_down: int = 0  # up -> down transitions
     readmitted: int = 0  # down -> up transitions
     restarts: int = 0  # local workers restarted
+    watchdog: int = 0  # nodes marked down because a Detect call or liveness probe got no reply in time
     events: list[dict] = field(default_factory=list)  # {t, node, event, detail}
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -228,7 +234,7 @@ class FaultLog:
         with self._lock:
             return {"redispatched": self.redispatched, "hedged": self.hedged, "duplicates": self.duplicates,
                     "nodes_down": self.nodes_down, "readmitted": self.readmitted, "restarts": self.restarts,
-                    "events": [dict(e) for e in self.events]}
+                    "watchdog": self.watchdog, "events": [dict(e) for e in self.events]}
 
 
 def events_list(events: Any, where: str) -> list:

@@ -42,6 +42,8 @@ from hode.cluster.failover import (FailoverPolicy, FaultLog, Flight, Slowness, T
                                    pick_node)
 from hode.cluster.profiles import LoadTrace, profile_from_dict
 from hode.cluster.topology import Node, Topology
+from hode.cluster.watchdog import WatchdogMixin, check_watchdog, start_readmit
+from hode.cluster.live_checks import emulation_report, node_emulated, wait_connected, warn_ignored_token
 from hode.detect.factory import detector_config
 from hode.edge.client import EdgeClient, outcomes, server_time_s
 from hode.edge.codec import check_encoding
@@ -92,6 +94,8 @@ class _Link:
     restarts: int = 0
     down_events: int = 0
     base_speed: float = 0.0  # items/s the node is expected to manage (start-up): deadlines use it
+    liveness_probe: bool = False  # a watchdog probe is in flight (hode.cluster.watchdog)
+    readmitting: bool = False
 
     def expected_s(self) -> float:
         """Expected service time of one item for deadlines: the measured moving average, but never
@@ -99,7 +103,7 @@ class _Link:
         return 1.0 / max(self.speed, self.base_speed, 1e-6)
 
 
-class LiveBackend:
+class LiveBackend(WatchdogMixin):
     def __init__(self, topology: Topology, detector: DictConfig | None = None, emulate: bool = True,
                  time_scale: float | str = "auto", auto_margin: float = 1.5, load_trace: list | None = None,
                  encoding: str = "jpeg", jpeg_quality: int = 90, batch: int = 1, bind: str = "127.0.0.1",
@@ -108,7 +112,8 @@ class LiveBackend:
                  seed: int = 0, failover: dict | FailoverPolicy | None = None, probe_s: float = 1.0,
                  probe_timeout_s: float = 2.0, fail_after: int = 3, restart: bool = True, max_restarts: int = 3,
                  all_down_timeout_s: float = 120.0, security: dict | EdgeSecurity | None = None,
-                 chaos: list | None = None, batched_inference: bool = False) -> None:
+                 chaos: list | None = None, batched_inference: bool = False, watchdog_k: float = 20.0,
+                 watchdog_slack_s: float = 5.0, insecure: bool = False, connect_timeout_s: float = 5.0) -> None:
         check_encoding(encoding, jpeg_quality)
         check(isinstance(batched_inference, bool), f"runner.backend.batched_inference must be true or false, got {batched_inference!r}")
         self.batched_inference = batched_inference
@@ -118,7 +123,9 @@ class LiveBackend:
               f"runner.backend.auto_margin must be >= 1, got {auto_margin!r}")
         check(isinstance(batch, int) and batch >= 0, f"runner.backend.batch must be an integer >= 0 (0: one request "
               f"per frame and node), got {batch!r}")
-        check(start_timeout_s > 0 and rpc_timeout_s > 0, "runner.backend timeouts must be > 0")
+        check(start_timeout_s > 0 and rpc_timeout_s > 0 and connect_timeout_s > 0, "runner.backend timeouts must be > 0")
+        check(isinstance(insecure, bool), f"runner.backend.insecure must be true or false, got {insecure!r}")
+        self.insecure, self.connect_timeout_s = insecure, float(connect_timeout_s)
         self.topology, self.emulate, self.auto_margin = topology, bool(emulate), float(auto_margin)
         self.time_scale_cfg = time_scale
         self.time_scale = float(time_scale) if time_scale != "auto" else 1.0
@@ -137,6 +144,7 @@ class LiveBackend:
         self.probe_s, self.probe_timeout_s, self.fail_after = float(probe_s), float(probe_timeout_s), fail_after
         self.restart, self.max_restarts, self.all_down_timeout_s = bool(restart), max_restarts, float(all_down_timeout_s)
         self.security = EdgeSecurity.from_config(security)
+        self.watchdog_k, self.watchdog_slack_s = check_watchdog(watchdog_k, watchdog_slack_s)
         self.chaos = _check_chaos(chaos, [n.name for n in topology])
         self.tracker = Tracker(self.policy)
         self.faults = FaultLog()
@@ -154,6 +162,7 @@ class LiveBackend:
         self._started = self._closed = False
         self._old_sigterm = None
         self._launcher = None  # remote.launcher.Launcher for nodes with an ``ssh`` section (remote hosts)
+        self._open_nodes: list[str] = []  # nodes that answered without our token (they check none)
         self._specs = [self._spec(link.node) for link in self._links if link.node.host is None and not _remote(link.node)]
 
     # ----- start-up ----------------------------------------------------------------------------
@@ -175,7 +184,8 @@ class LiveBackend:
                           max_message_mb=self.max_message_mb, torch_threads=self.torch_threads,
                           seed=self.seed + node_index(self.topology, node), token_env=self.security.token_env,
                           token_file=self.security.token_file, tls_cert=self.security.tls_cert,
-                          tls_key=self.security.tls_key, tls_key_passphrase_env=self.security.tls_key_passphrase_env)
+                          tls_key=self.security.tls_key, tls_key_passphrase_env=self.security.tls_key_passphrase_env,
+                          insecure=self.insecure)
 
     def log_dir(self) -> Path:
         """Where worker logs go: ``<run dir>/workers`` inside a Hydra run, else a temp dir."""
@@ -207,9 +217,12 @@ class LiveBackend:
                     self._connect(link, link.node.host, int(link.node.port))
             deadline = time.monotonic() + self.start_timeout_s
             for link in self._links:
+                if link.proc is None:  # a closed port fails in seconds, not after start_timeout_s
+                    wait_connected(link.node.name, link.target, link.client.channel, self.connect_timeout_s)
                 self._wait_serving(link, deadline)
                 link.status = _status_dict(link.client.status())
                 link.speed = link.status["speed"]
+            self._open_nodes = warn_ignored_token(self._links, self.security, self.max_message_mb)
             self._resolve_time_scale()
             for link in self._links:
                 link.sendq = queue.Queue()
@@ -403,8 +416,9 @@ class LiveBackend:
                 self._fatal(link, f"cannot encode frame {frame_id}: {e}")
                 continue
             sent = self.now()
+            timeout = self.call_timeout(link)
             try:
-                fut = client.detect_future(req, timeout=self.rpc_timeout_s)
+                fut = client.detect_future(req, timeout=timeout)
             except Exception as e:  # the channel was closed under us (node restarted or closing)
                 with link.lock:
                     self._settle(link, items)
@@ -417,10 +431,11 @@ class LiveBackend:
                 with self._calls_lock:
                     self._calls.setdefault((frame_id, items[0].item_id), {})[link.index] = fut
             fut.add_done_callback(lambda f, link=link, client=client, frame_id=frame_id, items=items, submitted=submitted,
-                                  sent=sent: self._on_reply(f, link, client, frame_id, items, submitted, sent))
+                                  sent=sent, timeout=timeout: self._on_reply(f, link, client, frame_id, items, submitted,
+                                                                             sent, timeout))
 
     def _on_reply(self, fut, link: _Link, client: EdgeClient, frame_id: int, items: list[WorkItem], submitted: float,
-                  sent: float) -> None:
+                  sent: float, timeout: float = 0.0) -> None:
         received = self.now()
         if len(items) == 1:
             with self._calls_lock:
@@ -446,6 +461,9 @@ class LiveBackend:
             # Our own cancels (a copy won, the node was marked down) and a stale client's calls say
             # nothing about the node now.
             if code in NODE_LOST and not fut.cancelled() and client is link.client:
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED and link.up:
+                    self.faults.count("watchdog")
+                    why = f"{self.watchdog_reason(link, timeout)} (frame {frame_id})"
                 self._mark_down(link, why)
             self._lost(link, frame_id, items, why)
             return
@@ -535,6 +553,8 @@ class LiveBackend:
             fut.cancel()
 
     def _readmit(self, link: _Link) -> None:
+        if not self.answers_detect(link):  # health can say SERVING while the device is held
+            return
         try:
             st = link.client.status(timeout=self.probe_timeout_s)
             speed = st.speed
@@ -557,6 +577,7 @@ class LiveBackend:
         while not self._stop.wait(0.05):
             try:
                 now = self.now()
+                self.probe_late_nodes(now)  # before hedging moves the overdue items' deadlines on
                 if self.policy.hedge:
                     for f in self.tracker.overdue(now):
                         for i in list(f.live):  # missed a deadline: slower than the schedulers think
@@ -620,7 +641,7 @@ class LiveBackend:
         if ok:
             link.probe_failures = 0
             if not link.up:
-                threading.Thread(target=self._readmit, args=(link,), daemon=True).start()
+                start_readmit(link, self._readmit)
             return
         link.probe_failures += 1
         if link.up and link.probe_failures >= self.fail_after:
@@ -649,25 +670,28 @@ class LiveBackend:
         local = sum(l.proc is not None for l in self._links)
         overruns = sum(l.overruns for l in self._links)
         items = sum(l.items for l in self._links)
-        return {"name": "live", "clock": "wall", "emulated": self.emulate, "time_scale": self.time_scale if self.emulate else 1.0,
+        emulation = emulation_report(self._links, self.emulate, self.time_scale)
+        return {"name": "live", "clock": "wall", "emulated": emulation["emulated"],
+                "emulated_nodes": emulation["emulated_nodes"], "time_scale": emulation["time_scale"],
                 "time_scale_source": "auto" if self.time_scale_cfg == "auto" else "config",
                 "overrun_fraction": overruns / items if items else 0.0, "encoding": self.encoding,
                 "jpeg_quality": self.quality if self.encoding == "jpeg" else None,
                 "workers": {"local_processes": local, "external": len(self._links) - local},
                 "failover": {**asdict(self.policy), "probe_s": self.probe_s, "fail_after": self.fail_after,
-                             "restart": self.restart, **self.faults.summary()},
-                "security": self.security.describe(),
-                "note": ("device speeds emulated on one machine: each tile's service time is paced to its node's "
-                         "device profile times time_scale (wall s per device s); camera-side work and transport "
-                         "are not scaled" if self.emulate else "real worker speeds, not emulated")}
+                             "restart": self.restart, "watchdog_k": self.watchdog_k,
+                             "watchdog_slack_s": self.watchdog_slack_s, **self.faults.summary()},
+                "security": {**self.security.describe(),  # + the nodes that answered without our token, if any
+                             **({"token_not_checked_by": list(self._open_nodes)} if self._open_nodes else {})},
+                "note": emulation["note"]}
 
     def stats(self) -> list[dict]:
         out = []
         for l in self._links:
             ov = np.asarray(l.overhead_s) * 1000
+            paced = node_emulated(l, self.emulate)
             out.append({"name": l.node.name, "model": l.node.model, "device": l.node.device, "items": l.items,
-                        "busy_s": l.busy_s, "compute_s": l.compute_s, "emulated": self.emulate,
-                        "time_scale": self.time_scale if self.emulate else 1.0, "overruns": l.overruns,
+                        "busy_s": l.busy_s, "compute_s": l.compute_s, "emulated": paced,
+                        "time_scale": self.time_scale if paced else 1.0, "overruns": l.overruns,
                         "overrun_fraction": l.overruns / l.items if l.items else 0.0,
                         "rpc_overhead_ms_p50": float(np.median(ov)) if len(ov) else None,
                         "worker": "local" if l.proc is not None else l.target,

@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from hode.data import limits
 from hode.data.video import check_size, read_image, resize, target_size
 from hode.errors import DataError, check
 from hode.types import Detections, Frame
@@ -126,8 +127,15 @@ class MotSource:
         self.blank = self.images is None
         self.native, self.size_from = self._native_size(im_size, info)
         self.size = target_size(self.native, width, height)
+        limits.check_pixels(self.size, f"{self.name}: the frames yielded")
         last = int(self.rows[:, 0].max()) if len(self.rows) else 0
+        # one broken row (frame 999999999) would otherwise make a billion-frame run
+        limits.check_frames(last, f"{self.gt_path}: the largest frame number")
+        if len(self.rows):
+            per_frame = np.bincount(self.rows[:, 0].astype(np.int64))
+            limits.check_boxes(int(per_frame.max()), f"{self.gt_path}: frame {int(per_frame.argmax())}")
         self.length = int(info["seqlength"]) if "seqlength" in info else last
+        limits.check_frames(self.length, f"{self.folder / 'seqinfo.ini'}: seqLength")
         if self.length <= 0:
             raise DataError(f"{self.gt_path}: no ground-truth rows and no seqLength in seqinfo.ini")
         self.fps = float(info.get("framerate", 30))
@@ -158,6 +166,9 @@ class MotSource:
             return (int(info["imwidth"]), int(info["imheight"])), "seqinfo.ini"
         if self.images is not None:
             first = self._image_path(1)
+            size = limits.check_image_file(first, f"{first}") if first.is_file() else None
+            if size is not None:  # from the header, nothing decoded
+                return size, "first image"
             image, why = read_image(first)
             if image is None:
                 raise DataError(f"{first}: {why} (needed for the sequence size; or set dataset.im_size)")

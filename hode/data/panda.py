@@ -20,6 +20,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from hode.data import limits
 from hode.data.video import check_size, natural_key, read_image, resize, target_size
 from hode.errors import DataError, check
 from hode.types import Detections, Frame
@@ -87,6 +88,17 @@ def _size(info: dict, wkey: str, hkey: str, where: str) -> tuple[int, int]:
     return w, h
 
 
+def decoded_pixels(path: Path, native: tuple[int, int], target: tuple[int, int]) -> int:
+    """Pixels :func:`read_image` decodes: libjpeg scales a JPEG down by 2, 4 or 8 while decoding;
+    other formats are decoded whole."""
+    w, h = native
+    if path.suffix.lower() not in (".jpg", ".jpeg"):
+        return w * h
+    factor = min(w / target[0], h / target[1])
+    f = next((f for f in (8, 4, 2) if factor >= f), 1)
+    return (w // f) * (h // f)
+
+
 class PandaSource:
     """``dataset=panda``: frames and person ground truth of PANDA images or video sequences."""
 
@@ -119,6 +131,8 @@ class PandaSource:
         if self._degenerate:
             self._skip("annotations", f"{self._degenerate} degenerate boxes dropped (zero area after clipping "
                                       "to [0,1], or corners swapped)")
+        for native in {e.native for e in self.entries}:
+            limits.check_pixels(target_size(native, width, height), "dataset.width x dataset.height (the frames yielded)")
         if not any(e.path.is_file() for e in self.entries[:50]):
             raise DataError(f"dataset.root: no image files under {self.images} (first expected: {self.entries[0].path})")
         self.name = f"panda-{kind}"
@@ -157,6 +171,7 @@ class PandaSource:
             info = data[key]
             native = _size(_get(info, "image size", dict, where), "width", "height", f"{where}['image size']")
             objects = _get(info, "objects list", list, where)
+            limits.check_boxes(len(objects), where)  # 200,000 boxes would keep the mAP step busy for hours
             boxes, ids, ignore = [], [], []
             for i, obj in enumerate(objects):
                 at = f"{where}['objects list'][{i}]"
@@ -212,6 +227,8 @@ class PandaSource:
                 if b is not None:
                     per_frame[fid - 1].append((b, tid, occlusion in self.ignore_occlusion))
         entries = []
+        for k, objs in enumerate(per_frame):
+            limits.check_boxes(len(objs), f"{seq}/tracks.json, frame id {k + 1}")
         for url, objs in zip(urls, per_frame):
             boxes = np.asarray([o[0] for o in objs], np.float64).reshape(-1, 4)
             entries.append(_Entry(f"{seq}/{url}", self.images / seq / url, native, boxes,
@@ -234,6 +251,11 @@ class PandaSource:
     def __iter__(self) -> Iterator[Frame]:
         for k, e in enumerate(self.entries):
             size = target_size(e.native, self.width, self.height)
+            header = limits.image_size(e.path) if e.path.is_file() else None
+            if header is not None and decoded_pixels(e.path, header, size) > limits.get("max_pixels"):
+                self._skip(e.name, f"{header[0]}x{header[1]} = {limits.mp(header[0] * header[1])} to decode, above "
+                                   f"limits.max_pixels ({limits.mp(limits.get('max_pixels'))})")
+                continue
             image, why = read_image(e.path, e.native, size)
             if image is None:
                 self._skip(e.name, why)

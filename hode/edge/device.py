@@ -30,7 +30,7 @@ from hode.types import Detections
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # identity, not field equality: a numpy image has no truth value to compare
 class TileJob:
     frame_id: int
     item_id: int
@@ -61,7 +61,7 @@ class TileJob:
         return self.finished - self.started
 
 
-@dataclass
+@dataclass(eq=False)  # the line finds a turn by identity (see _leave)
 class _Turn:
     jobs: list[TileJob]
     go: threading.Event = field(default_factory=threading.Event)
@@ -125,10 +125,13 @@ class DeviceLoop:
             self._pending += len(jobs)
             if len(self._line) == 1:  # the device is idle: no wait, no wake-up
                 turn.go.set()
-        if not turn.go.is_set() and not self._wait_turn(turn, active):
-            return False
         ran = 0
+        # Whatever happens from here on (a caller that leaves, a stop, an exception anywhere, even
+        # in ``active``), the turn leaves the line and the next one gets the device: a turn left
+        # behind would hold every later request forever while health still says SERVING.
         try:
+            if not turn.go.is_set() and not self._wait_turn(turn, active):
+                return False
             for k, job in enumerate(jobs):
                 if job.cancelled or self._stop.is_set():
                     break
@@ -140,23 +143,29 @@ class DeviceLoop:
                 if job.bad_payload:  # the rest of a bad request is not run
                     break
         finally:
-            with self._lock:
-                self._pending -= len(jobs) - ran  # skipped tiles
-                self._line.popleft()  # our turn is the head
-                if self._line:
-                    self._line[0].go.set()
+            self._leave(turn, len(jobs) - ran)
         return True
 
     def _wait_turn(self, turn: _Turn, active: Callable[[], bool]) -> bool:
+        """Wait until ``turn`` heads the line; False when the caller left or the worker stops first."""
         while not turn.go.wait(self.POLL_S):
             if self._stop.is_set() or not active():
-                with self._lock:
-                    if turn.go.is_set():  # handed the turn meanwhile: take it, then pass it on
-                        break
-                    self._line.remove(turn)
-                    self._pending -= len(turn.jobs)
-                return False
+                return False  # run() leaves the line, handing the turn on if it came meanwhile
         return True
+
+    def _leave(self, turn: _Turn, unfinished: int) -> None:
+        """Take ``turn`` out of the line (by identity) and, if it held the device, hand it on."""
+        with self._lock:
+            self._pending -= unfinished
+            if self._line and self._line[0] is turn:
+                self._line.popleft()
+                if self._line:
+                    self._line[0].go.set()
+                return
+            for k, other in enumerate(self._line):
+                if other is turn:
+                    del self._line[k]
+                    return
 
     def _run_one(self, job: TileJob) -> None:
         try:

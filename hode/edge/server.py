@@ -29,9 +29,10 @@ from hode.edge import worker_pb2 as pb
 from hode.edge import worker_pb2_grpc as pb_grpc
 from hode.edge.codec import MAX_SIDE, PayloadError, check_tile, decode_tile
 from hode.edge.device import DeviceLoop, TileJob
+from hode.edge.limits import Admission, request_cost
 from hode.cluster.profiles import profile_from_dict
 from hode.edge.pacing import Pacer, read_profile
-from hode.edge.security import EdgeSecurity, TokenAuth, server_credentials, warn_if_open
+from hode.edge.security import EdgeSecurity, TokenAuth, is_loopback, server_credentials, warn_if_open
 from hode.errors import HodeError, check
 
 log = logging.getLogger("hode.edge.server")
@@ -71,6 +72,9 @@ class WorkerSpec:
     max_message_mb: int = 64
     max_side: int = MAX_SIDE
     max_tiles: int = 512  # per request
+    # At once, over every request waiting or running (hode.edge.limits): beyond, RESOURCE_EXHAUSTED.
+    max_queued_mb: int = 256  # payload bytes + decoded tiles
+    max_queued_tiles: int = 2048
     torch_threads: int = 0  # 0: torch's default
     rpc_threads: int = 64
     seed: int = 0
@@ -80,17 +84,27 @@ class WorkerSpec:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_key_passphrase_env: str | None = None
+    insecure: bool = False  # true: listening beyond loopback without a token is accepted
 
     def __post_init__(self) -> None:
         check(isinstance(self.node, str) and self.node, "worker node name must be a non-empty string")
         check(isinstance(self.port, int) and 0 <= self.port < 65536, f"worker port must be in [0, 65535], got {self.port!r}")
         check(isinstance(self.max_message_mb, int) and self.max_message_mb > 0,
               f"max_message_mb must be a positive integer, got {self.max_message_mb!r}")
+        for key in ("max_queued_mb", "max_queued_tiles", "max_tiles", "rpc_threads"):
+            v = getattr(self, key)
+            check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{key} must be a positive integer, got {v!r}")
         check(isinstance(self.time_scale, (int, float)) and self.time_scale > 0,
               f"time_scale must be a number > 0, got {self.time_scale!r}")
         check(isinstance(self.batched_inference, bool),
               f"batched_inference must be true or false, got {self.batched_inference!r}")
-        self.security()  # a bad or literal-secret setting fails here, before anything loads
+        sec = self.security()  # a bad or literal-secret setting fails here, before anything loads
+        check(isinstance(self.insecure, bool), f"insecure must be true or false, got {self.insecure!r}")
+        # The safe choice by default: a worker anyone on the network could use is refused, not just logged.
+        check(is_loopback(self.host) or sec.wants_token or self.insecure,
+              f"worker '{self.node}': refusing to listen on {self.host} without a token (anyone who can reach it "
+              "could use it); set token_env or token_file (and tls_cert/tls_key), bind 127.0.0.1, or set "
+              "insecure: true to accept an open worker")
 
     def security(self) -> EdgeSecurity:
         return EdgeSecurity(token_env=self.token_env, token_file=self.token_file, tls_cert=self.tls_cert,
@@ -108,6 +122,24 @@ class WorkerSpec:
                      self.batched_inference)
 
 
+@dataclass
+class Sized:
+    """A parsed request and its size on the wire (upb's ByteSize() re-serializes: ~2 ms per MB)."""
+
+    message: object
+    size: int
+
+
+class Refused:
+    """A request turned away before parsing: the worker's queue budget is spent (hode.edge.limits)."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+    def abort(self, context: grpc.ServicerContext) -> None:
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self.why)
+
+
 class Unparsable:
     """A request whose bytes are not the protobuf message the method takes (see :func:`add_servicer`)."""
 
@@ -119,13 +151,18 @@ class Unparsable:
                       f"request is not a valid {self.message}: {self.size} bytes that do not parse as protobuf")
 
 
-def _lenient(message_cls):
+def _lenient(message_cls, precheck=None):
     """A deserializer that hands garbage to the servicer as :class:`Unparsable` instead of failing
-    inside gRPC (which would answer INTERNAL "Exception deserializing request!")."""
+    inside gRPC (which would answer INTERNAL "Exception deserializing request!"). With
+    ``precheck(size)``, a message may be refused before it is parsed (:class:`Refused`) and one
+    that is not comes as :class:`Sized`."""
 
     def parse(data: bytes):
+        if precheck is not None and (why := precheck(len(data))):
+            return Refused(why)
         try:
-            return message_cls.FromString(data)
+            message = message_cls.FromString(data)
+            return Sized(message, len(data)) if precheck is not None else message
         except Exception:  # google.protobuf.message.DecodeError and kin
             return Unparsable(len(data), message_cls.__name__)
 
@@ -135,7 +172,8 @@ def _lenient(message_cls):
 def add_servicer(servicer: "EdgeWorkerServicer", server: grpc.Server) -> None:
     """``worker_pb2_grpc.add_EdgeWorkerServicer_to_server`` with lenient request parsing."""
     handlers = {
-        "Detect": grpc.unary_unary_rpc_method_handler(servicer.Detect, request_deserializer=_lenient(pb.DetectRequest),
+        "Detect": grpc.unary_unary_rpc_method_handler(servicer.Detect,
+                                                      request_deserializer=_lenient(pb.DetectRequest, servicer.admission.precheck),
                                                       response_serializer=pb.DetectReply.SerializeToString),
         "Status": grpc.unary_unary_rpc_method_handler(servicer.Status, request_deserializer=_lenient(pb.StatusRequest),
                                                       response_serializer=pb.StatusReply.SerializeToString),
@@ -154,6 +192,7 @@ class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
     def __init__(self, spec: WorkerSpec, loop: DeviceLoop, device: str) -> None:
         self.spec, self.loop, self.device = spec, loop, device
         self.ready = False
+        self.admission = Admission(spec.node, spec.max_queued_mb, spec.max_queued_tiles)
         self._decoder = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode")
 
     def close(self) -> None:
@@ -167,8 +206,10 @@ class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
 
     def Detect(self, request: pb.DetectRequest, context: grpc.ServicerContext) -> pb.DetectReply:
         received = time.perf_counter()
-        if isinstance(request, Unparsable):
+        if isinstance(request, (Unparsable, Refused)):
             request.abort(context)
+        size = request.size if isinstance(request, Sized) else None
+        request = request.message if isinstance(request, Sized) else request
         n = len(request.tiles)
         if n > self.spec.max_tiles:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{n} tiles in one request, the limit is {self.spec.max_tiles}")
@@ -181,7 +222,20 @@ class EdgeWorkerServicer(pb_grpc.EdgeWorkerServicer):
         try:  # every tile's header first: a bad request fails before any of its tiles is queued
             for t in request.tiles:
                 check_tile(t, self.spec.max_side)
-            jobs = [self._first(request.frame_id, request.tiles[0], scale)] if n else []
+        except PayloadError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        cost = request_cost(request, size)  # the declared sizes are checked: this is what it will hold
+        if why := self.admission.admit(cost, n):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, why)
+        try:
+            return self._detect(request, context, received, scale)
+        finally:
+            self.admission.release(cost, n)
+
+    def _detect(self, request: pb.DetectRequest, context: grpc.ServicerContext, received: float,
+                scale: float) -> pb.DetectReply:
+        try:
+            jobs = [self._first(request.frame_id, request.tiles[0], scale)] if request.tiles else []
         except PayloadError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         # The rest decode on the decoder thread while the tiles before them run (cv2 releases the

@@ -302,6 +302,13 @@ class DQNAgent:
         return agent
 
 
+def _nodes_of(path: Path) -> int | None:
+    try:
+        return int(read_checkpoint(path)["nodes"])
+    except (WeightsError, KeyError, TypeError, ValueError):
+        return None
+
+
 def read_checkpoint(path: str | Path) -> dict:
     return read_tagged(path, CKPT_FORMAT, CKPT_VERSION, "DQN scheduler",
                        "train one with `python run.py task=train_scheduler topology=... runner=sim`")
@@ -325,9 +332,11 @@ class DQNScheduler(Scheduler):
                  epsilon: float = 0.05, lr: float = 1e-4, gamma: float = 0.2, buffer_size: int = 10_000,
                  batch_size: int = 64, learn_every: int = 4, target_every: int = 250, learning_starts: int = 64,
                  action_embedding: bool = True, reward_clip: float | None = None, reward_symlog: bool = True, seed: int = 0,
-                 probe_after: int = 5, name: str | None = None) -> None:
+                 probe_after: int = 5, name: str | None = None, fallback: str | None = "salbs") -> None:
         super().__init__(name)
-        self.ckpt = ckpt
+        check(fallback in (None, "salbs"), f"scheduler.fallback must be salbs or null, got {fallback!r}")
+        self.ckpt, self.fallback = ckpt, fallback
+        self.stand_in: Scheduler | None = None  # SALBS when no checkpoint fits the topology (see fit)
         self.probe = StaleProbe(probe_after)
         self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
         check(self.lambda1 >= 0 and self.lambda2 >= 0, f"scheduler.lambda1/lambda2 must be >= 0, got {lambda1}, {lambda2}")
@@ -340,6 +349,35 @@ class DQNScheduler(Scheduler):
         self.agent: DQNAgent | None = None
         self._prev: tuple[np.ndarray, int, list[NodeState]] | None = None
         self.losses: list[float] = []
+
+    def fit(self, node_names: Sequence[str]) -> None:
+        """Find the checkpoint for this topology before anything starts. A missing ``ckpt`` is replaced by
+        a shipped one trained on as many nodes (its node names differ: a warning), else by
+        ``fallback`` (SALBS, with a warning) or, with ``fallback=null``, refused in one line."""
+        n = len(node_names)
+        if n == 1 or not self.ckpt or self.agent is not None:
+            return
+        path = Path(self.ckpt)
+        if path.is_file():
+            trained = read_checkpoint(path)["nodes"]
+            if trained == n:
+                return
+            why = f"{path} was trained for {trained} nodes, this topology has {n}"
+        else:
+            why = f"no DQN checkpoint {path}"
+        same = [c for c in sorted(path.parent.glob("dqn_*.pt")) if c != path and _nodes_of(c) == n]
+        if same:
+            log.warning("%s; using %s (trained for %d nodes: %s) instead", why, same[0], n,
+                        ", ".join(read_checkpoint(same[0]).get("meta", {}).get("nodes") or []))
+            self.ckpt = str(same[0])
+            return
+        hint = "train one with `python run.py task=train_scheduler topology=... runner=sim`"
+        if self.fallback is None:
+            raise WeightsError(f"{why} ({hint}, or set scheduler.fallback=salbs)")
+        from hode.schedule.salbs import SpeedAware
+
+        log.warning("%s and none shipped for %d nodes: scheduling with SALBS instead (%s)", why, n, hint)
+        self.stand_in = SpeedAware(dispatch="accuracy_aware")
 
     def _agent_for(self, nodes: Sequence[NodeState]) -> DQNAgent:
         if self.agent is None:
@@ -371,6 +409,8 @@ class DQNScheduler(Scheduler):
         return self.probe(largest_remainder(agent.actions[a], n_items), nodes)
 
     def assign(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:
+        if self.stand_in is not None:
+            return self.stand_in.assign(work, nodes)
         counts = self.decide(nodes, len(work), self.epsilon if self.online else 0.0)
         return self.dispatch(work, counts, nodes)
 

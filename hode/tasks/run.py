@@ -17,12 +17,15 @@ from hode.results import plain_config, run_dir, summary_table, write_results
 log = logging.getLogger(__name__)
 
 
-def summarize(trace: RunTrace, stats: list[dict]) -> dict:
-    """The results.json keys every run shares (see the README's schema)."""
+def summarize(trace: RunTrace, stats: list[dict], accuracy: bool = True) -> dict:
+    """The results.json keys every run shares (see the README's schema); ``accuracy=False`` leaves
+    mAP out (``None``)."""
     recs = trace.records
     wall = max(trace.ended - trace.started, 1e-9)
     gts = [r.gt for r in recs if r.gt is not None]
-    acc = coco_map(gts, [r.detections for r in recs if r.gt is not None]) if gts else {"map50": None, "map50_95": None}
+    acc = {"map50": None, "map50_95": None}
+    if gts and accuracy:
+        acc = coco_map(gts, [r.detections for r in recs if r.gt is not None])
     total = sum(r.tiles_total for r in recs)
     processed = sum(r.items for r in recs)
     for s in stats:
@@ -56,6 +59,8 @@ def build_pipeline(cfg: DictConfig, flow_filter=None, scheduler=None, topology=N
     tiler = build(cfg.tiling)
     flow_filter = flow_filter if flow_filter is not None else build(cfg.filter)
     scheduler = scheduler if scheduler is not None else build(cfg.scheduler)
+    if hasattr(scheduler, "fit"):  # a learned scheduler finds its checkpoint before any worker starts
+        scheduler.fit([n.name for n in topology.nodes])
     backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
     pipeline = Pipeline(tiler, flow_filter, scheduler, backend, history=cfg.runner.history,
                         in_flight=cfg.runner.in_flight, progress=cfg.progress if progress is None else progress)
@@ -102,7 +107,12 @@ def main(cfg: DictConfig) -> dict:
 
     pipeline.on_frame = on_frame
     trace, stats, _, _ = run_pipeline(pipeline, backend, source)
-    results = {"task": "run", **summarize(trace, stats)}
+    try:
+        print(f"scoring {len(trace.records)} frames (mAP)", flush=True)
+        results = {"task": "run", **summarize(trace, stats)}
+    except KeyboardInterrupt:  # Ctrl-C while scoring: the frames' figures are kept, accuracy is left out
+        trace.interrupted = True
+        results = {"task": "run", **summarize(trace, stats, accuracy=False), "accuracy": "interrupted"}
     if hasattr(backend, "describe"):  # how the times were made (e.g. live: emulated, time_scale)
         results["runner"] = backend.describe()
     if results["gt"]:  # a source whose truth is not human labels says what it is (e.g. "golden")

@@ -17,7 +17,9 @@ def spec_from_config(cfg: DictConfig) -> WorkerSpec:
                       batched_inference=t.get("batched_inference", False),
                       load_trace=OmegaConf.to_container(t.load_trace, resolve=True), host=str(t.host), port=int(t.port),
                       max_message_mb=int(t.max_message_mb), max_side=int(t.max_side), torch_threads=int(t.torch_threads),
-                      seed=int(cfg.get("seed", 0)), **{k: t.get(k) for k in SECURITY_KEYS})
+                      seed=int(cfg.get("seed", 0)), insecure=t.get("insecure", False),
+                      max_queued_mb=t.get("max_queued_mb", 256), max_queued_tiles=t.get("max_queued_tiles", 2048),
+                      **{k: t.get(k) for k in SECURITY_KEYS})
 
 
 def main(cfg: DictConfig) -> None:
