@@ -6,5 +6,6 @@
 
 Reports read the local ``results.json`` / ``job.json`` files the sweeps wrote; failed jobs are listed,
 never fatal. Modules: collect (find and read jobs), one module per family of figures (motivation,
-training, methods, filters), build (sections -> REPORT.md), wandb_log (figures as W&B images).
+training, methods, filters; real: Fig. 11 and 12 on real footage beside their synthetic twins), build
+(sections -> REPORT.md), wandb_log (figures as W&B images).
 """

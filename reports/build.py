@@ -16,11 +16,13 @@ from reports.filters import fig12
 from reports.headline import bench
 from reports.methods import fig11, fig13
 from reports.motivation import fig2, fig3
+from reports.real import TWINS, fig11_real, fig12_real
 from reports.training import fig8, fig9
 
-FIGURES: dict[str, Callable[[list[Job], Path], Section]] = {
-    "fig2": fig2, "fig3": fig3, "fig8": fig8, "fig9": fig9, "fig11": fig11, "fig12": fig12, "fig13": fig13,
-    "bench": bench,
+# Paper order; a real-footage figure comes right after its synthetic twin (reports/real.py).
+FIGURES: dict[str, Callable[..., Section]] = {
+    "fig2": fig2, "fig3": fig3, "fig8": fig8, "fig9": fig9, "fig11": fig11, "fig11_real": fig11_real,
+    "fig12": fig12, "fig12_real": fig12_real, "fig13": fig13, "bench": bench,
 }
 CONTAINERS = {"paper"}  # experiments whose jobs only run other sweeps
 
@@ -57,7 +59,8 @@ def build_sections(jobs: list[Job], out: Path) -> list[Section]:
             continue
         try:
             fn = FIGURES.get(exp)
-            sections.append(fn(groups[exp], out) if fn else other(exp, groups[exp], out))
+            twin = {"twin": groups.get(TWINS[exp], [])} if exp in TWINS else {}  # drawn beside its synthetic twin
+            sections.append(fn(groups[exp], out, **twin) if fn else other(exp, groups[exp], out))
         except Exception as e:  # a report must never crash on odd results: say what broke instead
             plt.close("all")
             s = Section(exp, f"{exp}: report failed", "", jobs=groups[exp])
@@ -77,6 +80,8 @@ def _section_md(s: Section, out: Path) -> list[str]:
         pdf = p.with_suffix(".pdf")
         lines += [f"![{s.key}]({rel})", "", f"Files: `{rel}`" + (f", `{pdf.relative_to(out)}`" if pdf.exists() and
                                                                     pdf.is_relative_to(out) else ""), ""]
+    if s.caption:
+        lines += [f"*{s.caption}*", ""]
     for t in s.tables:
         lines += [t, ""]
     if s.setup:

@@ -24,6 +24,7 @@ class Section:
     key: str
     title: str
     claim: str = ""
+    caption: str = ""  # under the figure: what data the numbers come from (footage, truth, size)
     figures: list[Path] = field(default_factory=list)
     tables: list[str] = field(default_factory=list)
     setup: list[str] = field(default_factory=list)

@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from experiments.sweep import SweepJob, job_overrides
 from hode.config import CONF_DIR, ROOT, build, options
 
-FIGURES = ["fig2", "fig3", "fig8", "fig9", "fig11", "fig12", "fig13"]
+FIGURES = ["fig2", "fig3", "fig8", "fig9", "fig11", "fig11_real", "fig12", "fig12_real", "fig13"]
+VTEST_FRAMES = 795  # hode/assets.py: vtest.avi, 795 frames at 10 fps
 METHODS = sorted(p.stem for p in (CONF_DIR / "experiment" / "method").glob("*.yaml"))
 
 
@@ -76,6 +77,62 @@ def test_method_options_build(method: str) -> None:
         pytest.skip(f"shipped weights missing: {missing}")
     build(cfg.filter)
     build(cfg.scheduler)
+
+
+def _frame_numbers(ds) -> list[int]:
+    """Footage frame numbers a dataset=video config reads (start, every, frames) from vtest.avi."""
+    available = -(-(VTEST_FRAMES - ds.start) // ds.every)
+    n = min(ds.frames, available) if ds.frames else available
+    return [ds.start + k * ds.every for k in range(n)]
+
+
+@pytest.mark.parametrize("method", ["fourk", "elf", "hode"])
+def test_fig11_real_brings_the_coco_tiers_and_reaches_the_truth_frames(method: str) -> None:
+    """dataset=video overridden inside an experiment still swaps in the COCO tiers and detector; the
+    quick size reads at least 5 of the hand-checked truth frames (only those are scored), full all 14."""
+    from hode.data.coco import load_truth
+
+    for size, least in (("quick", 5), ("full", 14)):
+        cfg = compose_with_hydra(["+experiment=fig11_real", f"+experiment/method={method}", f"experiment.size={size}"])
+        del cfg["hydra"]
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        assert (cfg.models.large, cfg.models.medium, cfg.models.small) == ("yolo11n_x2", "yolo11n_x2", "yolo11n")
+        assert {n.model for n in cfg.topology.nodes} == {"yolo11n_x2", "yolo11n"} and cfg.topology.name == "paper5"
+        assert cfg.detector.name == "yolo11n" and cfg.runner.name == "sim" and cfg.experiment.method == method
+        ds = cfg.dataset
+        assert ds._target_.endswith("VideoSource") and ds.path == "asset:vtest.avi"
+        assert (ds.width, ds.height) == (2880, 2160)
+        truth = set(load_truth(ds.gt))
+        scored = sorted(truth & set(_frame_numbers(ds)))
+        assert len(scored) >= least, (size, scored)
+        assert 60 % ds.every == 0  # every truth frame (0, 60, ...) inside the span is read
+    assert len(truth) == 14 and scored == sorted(truth)
+
+
+def test_fig12_real_evaluates_the_filters_on_the_footage() -> None:
+    cfg = compose_with_hydra(["+experiment=fig12_real"])
+    assert (cfg.task.name, cfg.task.source, cfg.task.split) == ("eval_filter", "video", "all")
+    assert cfg.dataset.path == "asset:vtest.avi" and (cfg.dataset.width, cfg.dataset.height) == (2880, 2160)
+    assert cfg.filter.name == "st" and cfg.models.large == "yolo11n_x2" and Path(cfg.dataset.gt).is_file()
+    assert list(cfg.task.filters) == ["st", "comp1", "comp2", "comp3", "oracle", "none"]
+    full = compose_with_hydra(["+experiment=fig12_real", "experiment.size=full"])
+    assert full.dataset.frames is None and list(full.task.guard_filters) == ["st", "comp1"]
+
+
+def test_eval_filter_on_video_refuses_other_datasets_and_a_seed_split() -> None:
+    from hode.errors import ConfigError
+    from hode.filter.video_eval import video_sequences
+
+    cfg = compose_with_hydra(["task=eval_filter"])
+    with pytest.raises(ConfigError, match="task.source=video needs dataset=video, got hode.data.synthetic"):
+        video_sequences(cfg.dataset, "all")
+    with pytest.raises(ConfigError, match="task.split must be 'all' .* or 'time' .* got 'seed'"):
+        video_sequences(cfg.dataset, "seed")
+
+
+def test_paper_runs_each_real_figure_right_after_its_synthetic_twin() -> None:
+    figs = list(compose_with_hydra(["+experiment=paper"]).experiment.figures)
+    assert figs.index("fig11_real") == figs.index("fig11") + 1 and figs.index("fig12_real") == figs.index("fig12") + 1
 
 
 def test_fourk_method_runs_the_detector_at_native_4k() -> None:

@@ -6,6 +6,8 @@ sequences: accuracy, precision, recall of occupied tiles, F1, fraction skipped a
 per-frame filter latency (batch 1, ``task.latency_threads`` torch threads), open loop (history =
 true counts) and closed loop (history = what an *ideal detector* found in the kept tiles; see
 hode/filter/evaluate.py). Then each of ``task.guard_filters`` under each safeguard variant.
+``task.source=video`` scores them on real footage (``dataset=video``; hode/filter/video_eval.py):
+results.json ``labels`` says where its boxes came from (truth, or golden labels and their quality).
 With ``task.e2e.frames > 0`` it also runs the real pipeline (the run's detector, YOLO) with each
 of ``task.e2e.filters`` on the same rendered frames and reports mAP50 and tiles skipped.
 
@@ -32,17 +34,25 @@ from hode.results import run_dir, write_results
 log = logging.getLogger(__name__)
 
 
-def test_sequences(cfg: DictConfig) -> list[TrackSequence]:
+def test_sequences(cfg: DictConfig, info: dict | None = None) -> list[TrackSequence]:
+    """The held-out sequences of ``task.source``; ``info["labels"]`` says where a video's boxes came from."""
     t = cfg.task
     if t.source == "mot":
         seqs = [from_source(build(load_option("dataset", "mot"), path=str(p))) for p in t.mot_paths]
+    elif t.source == "video":  # the user's own footage: its truth, else golden labels (hode/filter/video_eval.py)
+        from hode.filter.video_eval import video_sequences
+
+        seqs, labels = video_sequences(cfg.dataset, str(t.split))
+        if info is not None:
+            info["labels"] = labels
+        return seqs
     elif t.source == "dataset":
         if t.split == "seed":
             check("seed" in cfg.dataset, f"task.split=seed needs a dataset with a seed, {cfg.dataset._target_} has none")
             return [from_source(build(cfg.dataset, seed=int(s), frames=int(t.frames))) for s in t.seeds]
         seqs = [from_source(build(cfg.dataset))]
     else:
-        raise ConfigError(f"task.source must be 'dataset' or 'mot', got {t.source!r}")
+        raise ConfigError(f"task.source must be 'dataset', 'video' or 'mot', got {t.source!r}")
     check(t.split in ("time", "all"), f"task.split must be 'seed', 'time' or 'all', got {t.split!r}")
     # time: the test block (last fifth) of each video, as train_filter's split=time held it out
     return seqs if t.split == "all" else [split_blocks(s, (3, 1, 1))[2] for s in seqs]
@@ -112,14 +122,15 @@ def end_to_end(cfg: DictConfig, names: list[str], frames: int) -> dict:
 def main(cfg: DictConfig) -> dict:
     t = cfg.task
     tiler = build(cfg.tiling)
-    seqs = test_sequences(cfg)
+    info: dict = {}
+    seqs = test_sequences(cfg, info)
     check(len(seqs) > 0, "no evaluation sequences")
     threads = torch.get_num_threads()
     torch.set_num_threads(int(t.latency_threads))  # the camera's one core: latency at batch 1, 1 thread
     results: dict = {"task": "eval_filter", "sequences": [s.name for s in seqs],
                      "grid": list(tiler.grid(seqs[0].height, seqs[0].width)), "tile": tiler.tile,
                      "pad": list(tiler.pad), "detector_in_closed_loop": "ideal (ground truth of kept crops)",
-                     "warmup_frames": int(t.warmup), "filter": {}, "guards": {}}
+                     "warmup_frames": int(t.warmup), **info, "filter": {}, "guards": {}}
     try:
         for name in t.filters:
             try:
