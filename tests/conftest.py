@@ -1,30 +1,31 @@
-"""Shared fixtures: the real composed Hydra config, small synthetic frames, a tmp run dir."""
+"""Shared fixtures: the real composed Hydra config, small synthetic frames, the shared edge worker.
+
+Helpers that test modules import live in tests/support/ (test modules never import each other).
+Two tiers: tests marked ``slow`` need real YOLO inference, sshd, real worker processes, a subprocess
+that loads torch (``run.py`` past its config checks: seconds each), or seconds of training or
+closed-loop evaluation. ``pytest -m "not slow"`` is the quick inner loop; a plain ``pytest`` (what
+CI runs) runs everything. Mark a new test ``@pytest.mark.slow`` (or the module, ``pytestmark``) when
+it does any of these.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
-from omegaconf import DictConfig
 
 from hode.config import ROOT
-from hode.config import compose_config as compose_run_config
+
+from support.config import compose_config
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-# Small and fast by default; tests override what they exercise.
-FAST = ["logger=none", "progress=false", "filter=none", "dataset.width=1024", "dataset.height=768", "dataset.frames=3"]
-
-
-def compose_config(overrides: list[str] | None = None, fast: bool = True) -> DictConfig:
-    """``conf/config.yaml`` composed exactly as ``python run.py <overrides>`` would."""
-    return compose_run_config((FAST if fast else []) + list(overrides or []))
-
 
 @pytest.fixture
 def cfg_factory():
+    """``compose_config(overrides, small=True)``: the run config as ``python run.py`` composes it."""
     return compose_config
 
 
@@ -43,8 +44,8 @@ def small_frames():
 
 @pytest.fixture(scope="module")
 def worker():
-    """``(process, client)`` of the session's shared edge worker (tests/test_edge_support.py), serving."""
-    from test_edge_support import shared_worker, wait_serving
+    """``(process, client)`` of the session's shared edge worker (tests/support/edge.py), serving."""
+    from support.edge import shared_worker, wait_serving
 
     proc = shared_worker()
     client = wait_serving(proc)

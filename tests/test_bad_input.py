@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
-import zlib
 from pathlib import Path
 
 import cv2
@@ -33,8 +31,9 @@ from hode.edge import worker_pb2 as pb
 from hode.edge.codec import encode_tile
 from hode.errors import DataError, HodeError, WeightsError
 
-from conftest import compose_config
-from test_edge_support import shared_worker, wait_serving
+from support.config import compose_config
+from support.edge import shared_worker, wait_serving
+from support.media import png_header
 
 
 def one_line(e: BaseException) -> str:
@@ -44,13 +43,6 @@ def one_line(e: BaseException) -> str:
 
 
 # ----- images: a bad file between two good frames ------------------------------------------------
-
-def png_header(w: int, h: int) -> bytes:
-    """A PNG whose header claims ``w x h`` pixels (a decompression bomb's calling card)."""
-    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
-
 
 def _jpeg_head() -> bytes:
     ok, buf = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))
@@ -107,6 +99,7 @@ def test_bad_input_image_tiny_among_large(tmp_path):
     assert [f.image.shape for f in VideoSource(str(tmp_path), width=64, height=48, golden=False)] == [(48, 64, 3)] * 2
 
 
+@pytest.mark.slow
 def test_bad_input_image_tiny_frames_run_through_the_pipeline(cfg_factory, tmp_path, monkeypatch):
     """4x4 frames (smaller than a tile, than the detector's stride): they run, with no detections;
     an unreadable frame among them is skipped and counted in results.json."""
@@ -117,7 +110,7 @@ def test_bad_input_image_tiny_frames_run_through_the_pipeline(cfg_factory, tmp_p
     _write(frames / "f1b.png", b"\x89PNG garbage")
     cfg = cfg_factory(["filter=none", "dataset=video", f"dataset.path={frames}", "dataset.golden=false", "dataset.width=null",
                        "dataset.height=null", "dataset.frames=null", "topology=single", "logger=none",
-                       "progress=false"], fast=False)
+                       "progress=false"], small=False)
     monkeypatch.chdir(tmp_path)
     from hode.tasks.run import main
 
@@ -330,6 +323,7 @@ PAYLOADS = {  # method, payload -> expected code, text in the details
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(PAYLOADS))
 def test_bad_input_grpc_payload(raw_worker, case):
     channel, client = raw_worker

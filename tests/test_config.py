@@ -1,12 +1,13 @@
 """Every option file of every config group composes and instantiates (the real conf/ tree)."""
 import subprocess
-import sys
 
 import pytest
 from hydra.utils import get_method
 
 from hode.config import CONF_DIR, build, options
 from hode.errors import HodeError
+
+from support.run import run_py
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("experiment", "hydra"))
 ALL = [(g, o) for g in GROUPS for o in options(g)]
@@ -38,9 +39,8 @@ def test_every_option_instantiates(cfg_factory, group, option):
         assert obj is not None
 
 
-def test_cfg_job_prints_the_composed_config(repo_root):
-    out = subprocess.run([sys.executable, "run.py", "--cfg", "job"], cwd=repo_root, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+def test_cfg_job_prints_the_composed_config():
+    out, _ = run_py(None, "--cfg", "job", timeout=120)
     for group in ("task:", "dataset:", "tiling:", "detector:", "filter:", "scheduler:", "topology:", "runner:", "logger:"):
         assert group in out.stdout
 
@@ -88,12 +88,8 @@ CLI_MISTAKES = {  # argv -> what the one line says
 }
 
 
-def run_cli(argv: list[str], repo_root, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
-    import os
-
-    full_env = {**os.environ, "WANDB_MODE": "offline", **(env or {})}
-    return subprocess.run([sys.executable, "run.py", *argv], cwd=repo_root, capture_output=True, text=True,
-                          timeout=timeout, env=full_env)
+def run_cli(argv: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return run_py(None, *argv, expect_rc=None, timeout=timeout)[0]
 
 
 def assert_one_error_line(out: subprocess.CompletedProcess, message: str) -> str:
@@ -104,8 +100,13 @@ def assert_one_error_line(out: subprocess.CompletedProcess, message: str) -> str
     return lines[0]
 
 
-@pytest.mark.parametrize("case", sorted(CLI_MISTAKES))
-def test_cli_mistake_is_one_error_line_and_exit_2(case, repo_root, tmp_path):
+# These fail before run.py loads torch (about a second each), except this one, which asks torch.
+LOADS_TORCH = {"absent CUDA device"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in LOADS_TORCH else c
+                                  for c in sorted(CLI_MISTAKES)])
+def test_cli_mistake_is_one_error_line_and_exit_2(case, tmp_path):
     import torch
 
     argv, message = CLI_MISTAKES[case]
@@ -113,4 +114,4 @@ def test_cli_mistake_is_one_error_line_and_exit_2(case, repo_root, tmp_path):
         pytest.skip("this machine has a cuda:7")
     (tmp_path / "a-file").write_text("x")
     argv = [a.format(file=tmp_path / "a-file") for a in argv]
-    assert_one_error_line(run_cli(argv + ["logger=none"], repo_root), message)
+    assert_one_error_line(run_cli(argv + ["logger=none"]), message)

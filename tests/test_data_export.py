@@ -37,6 +37,7 @@ def test_video_export_reads_back(tmp_path, small_frames):
         export(small_frames, "yaml", tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_writes_panda_fixture(tmp_path):
     out = tmp_path / "panda"
     p = subprocess.run([sys.executable, "-m", "hode.data.export", "format=panda-image", f"out={out}",

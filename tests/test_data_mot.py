@@ -99,6 +99,6 @@ def test_bad_paths(tmp_path):
 
 
 def test_config_option_instantiates(cfg_factory):
-    cfg = cfg_factory(["logger=none", "filter=none", "dataset=mot", "dataset.frames=5"], fast=False)
+    cfg = cfg_factory(["logger=none", "filter=none", "dataset=mot", "dataset.frames=5"], small=False)
     src = build(cfg.dataset)
     assert isinstance(src, MotSource) and src.name == "TUD-Stadtmitte" and len(src) == 5

@@ -2,19 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hode.config import ROOT, build
+from hode.config import build
 from hode.data.export import write_panda_images, write_panda_video
 from hode.data.panda import PandaSource
 from hode.data.synthetic import SyntheticCrowd
 from hode.errors import ConfigError, DataError
+
+from support.run import run_py
 
 W, H = 480, 270  # fixture size; the source resizes to 3840x2160 (8x)
 
@@ -163,21 +162,17 @@ def test_bad_files_and_skips(tmp_path, synth):
 
 
 def test_config_option_instantiates(panda_root, cfg_factory):
-    cfg = cfg_factory(["logger=none", "filter=none", "dataset=panda", f"dataset.root={panda_root}", "dataset.frames=1"], fast=False)
+    cfg = cfg_factory(["logger=none", "filter=none", "dataset=panda", f"dataset.root={panda_root}", "dataset.frames=1"], small=False)
     src = build(cfg.dataset)
     assert isinstance(src, PandaSource) and len(src) == 1 and (src.width, src.height) == (3840, 2160)
 
 
+@pytest.mark.slow
 def test_run_py_on_panda_fixture(panda_root, tmp_path):
     """The acceptance command, small: a 4K PANDA-format frame through the whole pipeline."""
-    out = tmp_path / "run"
-    cmd = [sys.executable, "run.py", "dataset=panda", "filter=none", f"dataset.root={panda_root}", "dataset.frames=1",
-           "topology=single", "detector=yolov5n", "detector.imgsz=320", "tiling.tile=1024", "logger=none",
-           "progress=false", f"hydra.run.dir={out}"]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
-                       env={**os.environ, "WANDB_MODE": "disabled"})
-    assert p.returncode == 0, p.stderr[-2000:]
-    r = json.loads((out / "results.json").read_text())
+    p, r = run_py(tmp_path / "run", "dataset=panda", "filter=none", f"dataset.root={panda_root}", "dataset.frames=1",
+                  "topology=single", "detector=yolov5n", "detector.imgsz=320", "tiling.tile=1024", "logger=none",
+                  "progress=false", env={"WANDB_MODE": "disabled"}, timeout=240)
     assert r["frames"] == 1 and r["gt"] == "dataset" and r["map50"] is not None
     assert r["tiles"]["total"] == 12  # 3 x 4 tiles of 1024 on 3840x2160: the frame really is 4K
     assert r["skipped_input"] == []

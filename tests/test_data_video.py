@@ -6,45 +6,19 @@ with camera motion, not real surveillance footage.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from hode.config import ROOT, build
+from hode.config import build
 from hode.data.video import VideoSource, golden_option, natural_key
 from hode.errors import ConfigError, DataError
 
-
-def bus_image() -> np.ndarray:
-    import ultralytics
-
-    path = Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
-    if not path.is_file():
-        pytest.skip("ultralytics ships no assets/bus.jpg in this version")
-    return cv2.imread(str(path))
-
-
-def bus_pan(n: int, size=(640, 480)) -> list[np.ndarray]:
-    """``n`` frames panning right across the street photo (people walk out of view at the left)."""
-    img = bus_image()[300:1020]  # 810 x 720: the street level
-    w = 720 * size[0] // size[1]
-    return [cv2.resize(img[:, 12 * k: 12 * k + w], size, interpolation=cv2.INTER_AREA) for k in range(n)]
-
-
-def write_video(path: Path, frames: list[np.ndarray], fourcc: str = "mp4v", fps: float = 10) -> Path:
-    h, w = frames[0].shape[:2]
-    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
-    assert vw.isOpened()
-    for f in frames:
-        vw.write(f)
-    vw.release()
-    return path
+from support.media import bus_pan, write_video
+from support.run import run_py
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +48,7 @@ def test_video_file_frames(bus_mp4):
     assert src.skipped == {}
 
 
+@pytest.mark.slow
 def test_golden_labels_are_the_golden_configuration_and_cached(tmp_path, bus_mp4):
     cache = tmp_path / "cache"
     kw = dict(golden_detector="yolo11n", golden_imgsz=320, golden_cache=str(cache), frames=2)
@@ -105,6 +80,7 @@ def test_golden_labels_are_the_golden_configuration_and_cached(tmp_path, bus_mp4
     assert len(list(cache.glob("*.npz"))) == 2
 
 
+@pytest.mark.slow
 def test_lazy_golden_without_prepare(bus_mp4):
     src = VideoSource(str(bus_mp4), golden_detector="yolo11n", golden_imgsz=320, frames=1, golden_cache=None)
     f = next(iter(src))
@@ -169,22 +145,18 @@ def test_mixed_sizes_corrupt_and_truncated_images(tmp_path):
 
 
 def test_config_option_instantiates(cfg_factory, bus_mp4):
-    cfg = cfg_factory(["logger=none", "filter=none", "dataset=video", f"dataset.path={bus_mp4}", "detector=yolo11n"], fast=False)
+    cfg = cfg_factory(["logger=none", "filter=none", "dataset=video", f"dataset.path={bus_mp4}", "detector=yolo11n"], small=False)
     src = build(cfg.dataset)
     assert isinstance(src, VideoSource) and src.run_detector == "yolo11n" and len(src) == 6
 
 
+@pytest.mark.slow
 def test_run_py_on_real_pedestrian_video_with_coco_detector(tmp_path, bus_mp4):
     """The acceptance command: a video, the COCO backend, accuracy against the golden output."""
-    out = tmp_path / "run"
-    cmd = [sys.executable, "run.py", "dataset=video", "filter=none", f"dataset.path={bus_mp4}", "dataset.frames=2",
-           "dataset.width=480", "dataset.height=360",
-           "detector=yolo11n", "topology=single", "runner=inline", "dataset.golden_cache=null", "logger=none",
-           "progress=false", f"hydra.run.dir={out}"]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240,
-                       env={**os.environ, "WANDB_MODE": "disabled"})
-    assert p.returncode == 0, p.stderr[-2000:]
-    r = json.loads((out / "results.json").read_text())
+    p, r = run_py(tmp_path / "run", "dataset=video", "filter=none", f"dataset.path={bus_mp4}", "dataset.frames=2",
+                  "dataset.width=480", "dataset.height=360",
+                  "detector=yolo11n", "topology=single", "runner=inline", "dataset.golden_cache=null", "logger=none",
+                  "progress=false", env={"WANDB_MODE": "disabled"}, timeout=240)
     assert r["gt"] == "golden" and r["frames"] == 2 and r["fps"] > 0
     assert r["map50"] is not None and 0.0 <= r["map50"] <= 1.0
     assert r["nodes"][0]["model"] == "yolo11n" and r["nodes"][0]["items"] == 2  # 1 tile x 2 frames

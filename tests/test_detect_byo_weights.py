@@ -53,6 +53,7 @@ def crops(small_frames):
     return [f.image[300:768, 0:512], f.image[200:700, 500:1024]]
 
 
+@pytest.mark.slow
 def test_person_found_by_name_not_index(two_class, crops):
     weights = two_class
     low = {"conf": 0.05}  # whatever the shipped weights' quality, some boxes to compare
@@ -77,6 +78,7 @@ def test_checkpoint_without_person_is_refused(tmp_path):
     assert person_class(["car", "Pedestrian"], "x") == 1 and person_class({3: "person"}, "x") == 3
 
 
+@pytest.mark.slow
 def test_run_config_accepts_user_weights(cfg_factory, two_class, tmp_path):
     weights = two_class
     cfg = cfg_factory(["detector=yolov5s", f"detector.weights={weights}"])

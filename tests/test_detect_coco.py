@@ -50,6 +50,7 @@ def test_the_asset_is_the_recorded_file(yolo11n):
     assert assets.resolve("asset:yolo11n.pt") == path  # cached: no second download
 
 
+@pytest.mark.slow
 def test_finds_the_people_in_a_real_photo(yolo11n, bus):
     det = yolo11n.predict([bus])[0]
     assert len(det) >= 3 and det.scores.min() >= yolo11n.conf
@@ -60,6 +61,7 @@ def test_finds_the_people_in_a_real_photo(yolo11n, bus):
     assert yolo11n.predict([]) == []
 
 
+@pytest.mark.slow
 def test_tiles_merge_to_the_same_people_and_x2_is_the_same_net_upscaled(bus):
     tiler = Tiler(tile=512, pad=(256, 128))
     H, W = bus.shape[:2]
@@ -83,6 +85,7 @@ def test_weights_errors_are_one_line(tmp_path, monkeypatch):
         build(load_option("detector", "yolo11n"), weights="yolov5su.pt")
 
 
+@pytest.mark.slow
 def test_a_tampered_cache_file_is_fetched_again(tmp_path, monkeypatch):
     monkeypatch.setenv("HODE_CACHE", str(tmp_path))
     monkeypatch.setattr(assets, "_verified", set())
@@ -93,6 +96,7 @@ def test_a_tampered_cache_file_is_fetched_again(tmp_path, monkeypatch):
     assert again == good and assets.sha256_of(again) == assets.ASSETS["yolo11n.pt"].sha256
 
 
+@pytest.mark.slow
 def test_a_digest_mismatch_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("HODE_CACHE", str(tmp_path))
     bad = assets.Asset(**{**assets.ASSETS["yolo11n.pt"].__dict__, "sha256": "0" * 64})

@@ -19,7 +19,7 @@ from hode.edge.codec import PayloadError, decode_tile, encode_tile
 from hode.edge.pacing import Pacer
 from hode.errors import ConfigError
 
-from test_edge_support import FAST, running, yolov5n_config
+from support.edge import FAST_PROFILE, running, yolov5n_config
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,7 @@ def scene():
     return next(iter(SyntheticCrowd(width=1024, height=768, frames=1, seed=3))).image
 
 
+@pytest.mark.slow
 def test_health_and_status(worker):
     proc, client = worker
     assert client.serving()
@@ -38,6 +39,7 @@ def test_health_and_status(worker):
     assert s.emulated and s.device_kind == "fast" and s.profile_tile_ms == pytest.approx(10.0)
 
 
+@pytest.mark.slow
 def test_detections_come_back_in_crop_coordinates(worker, scene):
     import torch
 
@@ -102,6 +104,7 @@ MALFORMED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_request_is_invalid_argument_and_worker_keeps_serving(worker, case):
     _, client = worker
@@ -112,6 +115,7 @@ def test_malformed_request_is_invalid_argument_and_worker_keeps_serving(worker, 
     assert [r.item_id for r in reply.results] == [5]
 
 
+@pytest.mark.slow
 def test_negative_time_scale_is_invalid_argument(worker):
     _, client = worker
     with pytest.raises(grpc.RpcError) as err:
@@ -154,6 +158,7 @@ def test_pacer_batches_a_requests_tiles_after_the_first_when_asked():
     assert plain.target_s(TILE_PIXELS, 0, 0.001, in_batch=True) == pytest.approx(0.010)
 
 
+@pytest.mark.slow
 def test_worker_exits_when_its_parent_dies(tmp_path):
     """SIGKILL the process that started a worker: the worker must go too (no orphans)."""
     script = (
@@ -173,13 +178,14 @@ def test_worker_exits_when_its_parent_dies(tmp_path):
     assert not running(child), "worker survived its parent"
 
 
+@pytest.mark.slow
 def test_requests_run_in_arrival_order_and_a_caller_that_leaves_does_not_stall_the_line(worker):
     """Each RPC thread runs its own tiles when its turn comes: FIFO across requests, the queue
     length counts waiting and running tiles, and a request whose caller gave up (deadline) while
     waiting leaves the line without holding up the ones behind it."""
     _, client = worker
-    slow = 20.0  # the FAST profile x 20: about 100 ms for a 32x32 tile, long enough to queue behind
-    paced = profile_from_dict(FAST, "fast").base_s("yolov5n", 32 * 32) * slow
+    slow = 20.0  # FAST_PROFILE x 20: about 100 ms for a 32x32 tile, long enough to queue behind
+    paced = profile_from_dict(FAST_PROFILE, "fast").base_s("yolov5n", 32 * 32) * slow
     req = lambda frame, ids: pb.DetectRequest(frame_id=frame, tiles=[_raw(i, 32, 32) for i in ids], time_scale=slow)  # noqa: E731
     first = client.stub.Detect.future(req(1, [1, 2]))
     wait_queue = lambda n: _wait(lambda: client.status().queue >= n)  # noqa: E731
@@ -201,6 +207,7 @@ def test_requests_run_in_arrival_order_and_a_caller_that_leaves_does_not_stall_t
     _wait(lambda: client.status().queue == 0)
 
 
+@pytest.mark.slow
 def test_reply_reports_the_workers_decode_time_apart_from_service(worker, scene):
     _, client = worker
     tile = encode_tile(np.ascontiguousarray(scene[:256, :320]), 9, "jpeg", 90)
@@ -217,6 +224,7 @@ def _wait(cond, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_device_loop_paces_a_requests_tiles_as_one_batch():
     """Real yolov5n on small tiles: with batched inference the tiles after a request's first are
     flagged and paced without the profile's fixed cost."""
@@ -256,6 +264,7 @@ def cv2_encode_progressive(image):
     return ok, buf.tobytes()
 
 
+@pytest.mark.slow
 def test_a_requests_later_tiles_decode_while_the_first_runs(worker, scene):
     """Four JPEG tiles in one call: the first starts after its own decode, not after all four (the
     rest decode on the worker's decoder thread meanwhile), and each is decoded before it starts."""

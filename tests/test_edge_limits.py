@@ -15,15 +15,16 @@ from hode.edge import worker_pb2 as pb
 from hode.edge.process import WorkerProcess
 from hode.edge.server import WorkerSpec
 
-from test_edge_support import FAST, running, wait_serving, yolov5n_config
+from support.edge import FAST_PROFILE, running, wait_serving, yolov5n_config
+from support.run import run_py
 
-SLOW = 20.0  # the FAST profile x 20: about 100 ms for a 32x32 tile
+SLOW = 20.0  # FAST_PROFILE x 20: about 100 ms for a 32x32 tile
 
 
 @pytest.fixture(scope="module")
 def own_worker():
     """A worker of its own with the default limits (these tests strain it on purpose)."""
-    spec = WorkerSpec(node="hostile", detector=yolov5n_config(), device_kind="fast", emulate=True, profile=FAST,
+    spec = WorkerSpec(node="hostile", detector=yolov5n_config(), device_kind="fast", emulate=True, profile=FAST_PROFILE,
                       torch_threads=1)
     proc = WorkerProcess(spec, Path(tempfile.mkdtemp(prefix="hode-test-limits-")), torch_threads=1)
     proc.spawn()
@@ -52,6 +53,7 @@ def _fresh_request_is_answered_promptly(client) -> None:
     assert wall < reply.results[0].service_s + 1.0, (wall, reply.results[0].service_s)
 
 
+@pytest.mark.slow
 def test_a_caller_that_gives_up_behind_an_identical_request_does_not_wedge_the_worker(own_worker):
     """Issue 19: A (30 tiles) runs; B and an identical C (1 s deadline) wait behind it. C's deadline
     passes while it waits; its turn must leave the line (it used to stay, comparing numpy images,
@@ -71,6 +73,7 @@ def test_a_caller_that_gives_up_behind_an_identical_request_does_not_wedge_the_w
     assert "Traceback" not in proc.log_path.read_text()
 
 
+@pytest.mark.slow
 def test_a_flood_of_large_requests_is_refused_and_memory_comes_back(own_worker):
     """Issue 19: 40 concurrent 57 MB requests (4 raw 2304x2048 tiles each) used to take a worker to
     6 GB for good. Beyond its queue budget the worker refuses with RESOURCE_EXHAUSTED and a line
@@ -131,15 +134,12 @@ def _wait(cond, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_a_worker_refuses_to_listen_beyond_loopback_without_a_token(tmp_path):
     """Issue 19: workers bound 0.0.0.0 with no token and only logged it. Now that is refused unless a
     token is configured or ``insecure: true`` says an open worker is wanted."""
-    import subprocess
-    import sys
-
     from hode.cluster.live import LiveBackend
     from hode.cluster.topology import Topology
-    from hode.config import ROOT
     from hode.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"worker 'x': refusing to listen on 0.0.0.0 without a token .*insecure: true"):
@@ -149,8 +149,7 @@ def test_a_worker_refuses_to_listen_beyond_loopback_without_a_token(tmp_path):
         WorkerSpec(node="x", detector={}, **ok)
     with pytest.raises(ConfigError, match="refusing to listen on 192.168.1.5"):
         LiveBackend(Topology([{"name": "a", "model": "yolov5n", "device": "gtx1050"}]), workers={"bind": "192.168.1.5"})
-    r = subprocess.run([sys.executable, "run.py", "task=serve", "task.host=0.0.0.0", "task.port=0", "logger=none",
-                        f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r, _ = run_py(tmp_path, "task=serve", "task.host=0.0.0.0", "task.port=0", "logger=none", expect_rc=None, timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("error: worker ") and "refusing to listen on 0.0.0.0" in lines[-1], r.stderr[-2000:]

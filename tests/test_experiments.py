@@ -188,6 +188,7 @@ def _sweep(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=240)
 
 
+@pytest.mark.slow
 def test_real_sweep_records_the_failing_job_and_resumes(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     p = _sweep(sweep)  # joblib launcher, two jobs in parallel; job 1 has an impossible padding
@@ -261,6 +262,7 @@ def test_infer4k_reaches_its_ceiling_in_a_long_replay_run() -> None:
     assert 0.95 * fourk_ceiling(cfg) < fourk_long_run(cfg, frames=1000) <= 1.02 * fourk_ceiling(cfg)
 
 
+@pytest.mark.slow
 def test_dqn_decisions_logs_each_decision_beside_the_grid_best(tmp_path: Path) -> None:
     """Real camera loop in the simulator (real YOLO fills the cache): every DQN decision is logged
     with the grid's best by the measured speeds, which never finishes later by those speeds."""

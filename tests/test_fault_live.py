@@ -25,7 +25,7 @@ from hode.pipeline import Pipeline
 from hode.schedule.base import RoundRobin
 from hode.tiling import Tiler
 
-from test_edge_support import FAST, running, wait_for, workers_of
+from support.edge import FAST_PROFILE, running, wait_for, workers_of
 
 SLOW = (100, 200)  # frames on which node b is 10x slower
 STOP = 301  # node b is frozen (SIGSTOP) when this frame goes out
@@ -36,7 +36,7 @@ HELD = (600, 700)  # node b's device is held by another client's request (health
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("fault-live")
-    (d / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST)))
+    (d / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST_PROFILE)))
     topo = Topology([{"name": "a", "model": "yolov5n", "device": "fast"},
                      {"name": "b", "model": "yolov5n", "device": "fast"}])
     backend = LiveBackend(topo, emulation={"time_scale": 20.0}, profiles_dir=str(d), workers={"log_dir": str(d / "workers")},
@@ -72,6 +72,7 @@ def run(backend, frames):
     return trace, got
 
 
+@pytest.mark.slow
 def test_fault_straggler_is_hedged_first_result_wins(cluster, small_frames):
     backend, _ = cluster
     before = backend.faults.summary()
@@ -85,6 +86,7 @@ def test_fault_straggler_is_hedged_first_result_wins(cluster, small_frames):
     assert all(s.up for s in backend.states())  # slow is not down
 
 
+@pytest.mark.slow
 def test_fault_unreachable_node_is_marked_down_and_readmitted(cluster, small_frames):
     backend, _ = cluster
     b = backend._links[1]
@@ -98,6 +100,7 @@ def test_fault_unreachable_node_is_marked_down_and_readmitted(cluster, small_fra
     assert events[-3:] == ["chaos-stop", "down", "up"], events
 
 
+@pytest.mark.slow
 def test_fault_killed_worker_mid_frame_loses_no_tile_and_rejoins(cluster, small_frames):
     backend, d = cluster
     b = backend._links[1]
@@ -120,6 +123,7 @@ def test_fault_killed_worker_mid_frame_loses_no_tile_and_rejoins(cluster, small_
     assert (d / "workers" / "b.log").read_text().count("ready:") >= 2  # one log, both lives
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [0, 1])
 def test_fault_node_that_stops_answering_while_serving_is_marked_down_by_the_watchdog(cluster, small_frames, batch):
     """Another client holds b's device with one tile paced 10,000x its profile (about 50 s): b's

@@ -19,7 +19,7 @@ from hode.errors import ConfigError, HodeError
 from hode.schedule.base import RoundRobin
 from hode.types import NodeState, WorkItem
 
-from test_sim import drain, submit, write_profiles
+from support.sim import drain, submit, write_profiles
 
 
 def pair_sim(tmp_path, **kw) -> SimBackend:
@@ -150,6 +150,7 @@ def sim_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("fault-sim-cache")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["roundrobin", "greedy", "salbs", "oracle", "fourk"])
 def test_fault_schedulers_compared_under_a_failure_trace(cfg_factory, tmp_path, monkeypatch, sim_cache, scheduler):
     """The same failure trace under each scheduler: no frame lost, every frame has all its items,

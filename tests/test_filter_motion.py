@@ -77,6 +77,7 @@ def test_the_guard_keeps_a_walk_in_and_not_a_pedestrian_it_already_sees():
     assert not g.apply(nobody, np.zeros((1, 2, 4))).any()  # a change serves its own frame only
 
 
+@pytest.mark.slow
 def test_closed_loop_with_rendered_frames_recovers_the_walk_ins_comp1_misses(tmp_path, monkeypatch):
     """Real synthetic frames (small): Comp-1 alone blinds itself; with the motion guard its recall
     rises, and the change masks are rendered once and then read from the cache."""

@@ -1,9 +1,6 @@
 """The spatio-temporal net and its checkpoint: shapes on any grid, save/load, refusals."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +9,8 @@ from hode.config import ROOT
 from hode.errors import HodeError, WeightsError
 from hode.filter.net import STNet
 from hode.filter.st import STFilter, load_checkpoint, save_checkpoint
+
+from support.run import run_py
 
 SHIPPED = ROOT / "weights" / "filter_st_synthetic.ckpt"
 WALKIN = ROOT / "weights" / "filter_st_walkin.ckpt"  # the previous shipped policy: per-tile walk-in probing
@@ -171,12 +170,12 @@ def test_the_shipped_policy_was_chosen_with_the_guard_the_filter_config_runs():
     assert {k: v for k, v in guard.items() if k.startswith("motion")} == meta["guard"]
 
 
+@pytest.mark.slow
 def test_run_py_reports_a_bad_checkpoint_in_one_line(tmp_path):
     junk = tmp_path / "junk.ckpt"
     junk.write_text("hello")
-    r = subprocess.run([sys.executable, "run.py", "filter=st", f"filter.ckpt={junk}", "logger=none", "progress=false",
-                        "dataset.frames=1", f"hydra.run.dir={tmp_path / 'run'}"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    r, _ = run_py(tmp_path / "run", "filter=st", f"filter.ckpt={junk}", "logger=none", "progress=false",
+                  "dataset.frames=1", expect_rc=None)
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "not a flow-filter checkpoint" in lines[0], r.stderr[-2000:]

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import compose_config
+from support.config import compose_config
 from hode.config import build, options
 from hode.errors import ConfigError
 from hode.filter.base import FlowFilter
@@ -20,7 +20,7 @@ def test_the_filter_options_are_there():
 
 @pytest.mark.parametrize("name", FILTERS)
 def test_every_filter_option_builds_and_gives_a_mask(name):
-    cfg = compose_config([f"filter={name}"], fast=False)
+    cfg = compose_config([f"filter={name}"], small=False)
     f = build(cfg.filter)
     assert isinstance(f, FlowFilter) and f.name == name == cfg.filter.name
     history = np.random.default_rng(0).poisson(0.5, (5, 5, 8)).astype(np.float32)
@@ -34,6 +34,7 @@ def test_filter_task_configs_compose():
         assert cfg.task.name == task and cfg.task._target_.startswith("hode.tasks.")
 
 
+@pytest.mark.slow
 def test_eval_filter_writes_every_filter_open_and_closed_loop(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = compose_config(["task=eval_filter", "dataset.width=3840", "dataset.height=2160", "task.frames=40",

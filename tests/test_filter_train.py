@@ -4,16 +4,18 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import pytorch_lightning as pl
 import torch
 
-from conftest import compose_config
 from hode.config import build
 from hode.data.synthetic import SyntheticCrowd
 from hode.filter.lit import FilterDataModule, LitFlowFilter, predict_samples
 from hode.filter.st import STFilter, load_checkpoint
 from hode.filter.tracks import from_source, split_blocks
 from hode.tiling import Tiler
+
+from support.config import compose_config
 
 SMALL = ["dataset.width=1024", "dataset.height=768", "tiling.tile=256"]
 
@@ -28,6 +30,7 @@ def test_synthetic_gt_fast_path_matches_rendered_frames():
         assert np.array_equal(frame.gt.boxes, gt.boxes) and np.array_equal(frame.gt.ignore, gt.ignore)
 
 
+@pytest.mark.slow
 def test_a_few_lightning_steps_lower_the_loss(tmp_path):
     torch.manual_seed(0)
     tiler = Tiler(tile=256, pad=(48, 24))
@@ -85,7 +88,7 @@ def test_mot_tracks_train_by_time_blocks():
     assert [len(s) for s in splits["test"]] == [14, 36]
     counts = splits["train"][1].counts(160)
     assert counts.shape == (107, 3, 4) and counts.sum() > 300  # real people, several per frame
-    src = build(compose_config(["dataset=mot"], fast=False).dataset)  # the same tracks via dataset=mot
+    src = build(compose_config(["dataset=mot"], small=False).dataset)  # the same tracks via dataset=mot
     assert [len(b) for b in split_blocks(from_source(src))] == [107, 36, 36]
 
 

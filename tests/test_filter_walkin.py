@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import compose_config
+from support.config import compose_config
 from hode.errors import WeightsError
 from hode.filter.net import STNet
 from hode.filter.st import STFilter, load_checkpoint, save_checkpoint
@@ -122,6 +122,7 @@ def test_refit_chooses_the_walkin_knob_on_validation(tmp_path, monkeypatch):
                              "task.probe=walkin"]))
 
 
+@pytest.mark.slow
 def test_refit_with_the_motion_guard_chooses_threshold_and_base_on_validation(tmp_path, monkeypatch):
     """task.probe=motion (the default): no probing; the keep threshold and base are chosen in
     closed-loop rollouts of the rendered val scene with the guard on, and the test figures are

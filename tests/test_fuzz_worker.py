@@ -16,7 +16,9 @@ import pytest
 from hode.edge import worker_pb2 as pb
 from hode.edge.codec import encode_tile
 
-from test_edge_support import running
+from support.edge import running
+
+pytestmark = pytest.mark.slow  # a real edge worker process
 
 REQUESTS = 5000
 TIME_LIMIT_S = 90  # a hard stop for a very slow machine; about 10 s on a quiet 2-core one

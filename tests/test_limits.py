@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from hode.config import ROOT
 from hode.data import limits
 from hode.data.export import write_panda_images
 from hode.data.mot import MotSource
@@ -17,7 +14,8 @@ from hode.data.panda import PandaSource
 from hode.data.synthetic import SyntheticCrowd
 from hode.errors import DataError
 
-from test_bad_input import png_header
+from support.media import png_header
+from support.run import error_lines, run_py
 
 
 @pytest.fixture(autouse=True)
@@ -28,10 +26,9 @@ def default_limits():
 
 
 def run_cli(argv: list[str], tmp_path, timeout: float = 120) -> tuple[int, list[str]]:
-    base = ["logger=none", "runner=inline", "filter=none", "progress=false", f"hydra.run.dir={tmp_path / 'run'}"]
-    out = subprocess.run([sys.executable, "run.py", *argv, *base], cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout, env={**os.environ, "WANDB_MODE": "offline"})
-    return out.returncode, [ln for ln in out.stderr.splitlines() if ln.strip()]
+    base = ["logger=none", "runner=inline", "filter=none", "progress=false"]
+    out, _ = run_py(tmp_path / "run", *argv, *base, expect_rc=None, timeout=timeout)
+    return out.returncode, error_lines(out)
 
 
 def assert_one_error(rc: int, lines: list[str], *parts: str) -> None:
@@ -40,6 +37,7 @@ def assert_one_error(rc: int, lines: list[str], *parts: str) -> None:
         assert part in lines[0], lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["file", "folder"])
 def test_huge_png_is_refused_from_its_header_alike_as_file_or_folder(tmp_path, where):
     """A PNG claiming 20000x12000 (240 MP): as dataset.path itself or inside a folder, one line."""
@@ -63,6 +61,7 @@ def test_the_limit_is_configurable(tmp_path):
         SyntheticCrowd(width=1024, height=768, frames=1)
 
 
+@pytest.mark.slow
 def test_named_pipe_as_dataset_path_is_refused_not_read(tmp_path):
     fifo = tmp_path / "pipe.mp4"
     os.mkfifo(fifo)
@@ -70,6 +69,7 @@ def test_named_pipe_as_dataset_path_is_refused_not_read(tmp_path):
     assert_one_error(rc, lines, f"{fifo} is not a regular file or folder")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("url", ["http://example.com/cam/clip.mp4", "rtsp://10.0.0.5:554/stream1"])
 def test_url_as_dataset_path_is_shown_intact(tmp_path, url):
     rc, lines = run_cli(["dataset=video", f"dataset.path={url}"], tmp_path)

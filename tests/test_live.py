@@ -16,14 +16,14 @@ from hode.detect.factory import detector_config
 from hode.edge.process import WorkerError
 from hode.errors import ConfigError, WeightsError
 
-from test_edge_support import FAST, shared_worker, wait_for, workers_of
+from support.edge import FAST_PROFILE, shared_worker, wait_for, workers_of
 
 
 @pytest.fixture
 def profiles(tmp_path) -> Path:
     d = tmp_path / "profiles"
     d.mkdir()
-    (d / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST)))
+    (d / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST_PROFILE)))
     return d
 
 
@@ -35,6 +35,7 @@ def external():
     return proc
 
 
+@pytest.mark.slow
 def test_live_pipeline_run_over_a_spawned_and_an_external_worker(cfg_factory, profiles, external, tmp_path, monkeypatch):
     """Two frames through ``runner=live``: one node spawned by the backend, one already running
     (host/port in the topology); both get work, results say emulated, the spawned one is gone after."""
@@ -59,7 +60,7 @@ def test_live_pipeline_run_over_a_spawned_and_an_external_worker(cfg_factory, pr
     from hode.config import build
 
     windows = [t.window for t in build(cfg.tiling).tiles(int(cfg.dataset.height), int(cfg.dataset.width))]
-    floor_s = min(profile_from_dict(FAST, "fast").base_s("yolov5n", (x1 - x0) * (y1 - y0)) for x0, y0, x1, y1 in windows)
+    floor_s = min(profile_from_dict(FAST_PROFILE, "fast").base_s("yolov5n", (x1 - x0) * (y1 - y0)) for x0, y0, x1, y1 in windows)
     for n in on_disk["nodes"]:
         if not n["overruns"]:
             assert n["busy_s"] / n["items"] >= floor_s * runner["time_scale"] * 0.999
@@ -68,6 +69,7 @@ def test_live_pipeline_run_over_a_spawned_and_an_external_worker(cfg_factory, pr
     assert external.alive(), "closing the backend must not stop a worker it did not start"
 
 
+@pytest.mark.slow
 def test_pipelining_keeps_several_frames_on_the_workers(external, small_frames):
     """in_flight=3: frames overlap on the worker (the next ones are submitted before the first returns)."""
     from hode.filter.base import KeepAll
@@ -89,6 +91,7 @@ def test_pipelining_keeps_several_frames_on_the_workers(external, small_frames):
     assert backend.states()[0].queue == 0
 
 
+@pytest.mark.slow
 def test_worker_that_dies_at_start_is_named(tmp_path, profiles):
     topo = Topology([{"name": "broken-node", "model": "yolov5n", "device": "fast"}])
     det = OmegaConf.create({**OmegaConf.to_container(detector_config("yolov5n", None), resolve=True), "imgsz": 33})
@@ -134,6 +137,7 @@ def test_paper5_topology_and_serve_task_build(cfg_factory):
         spec_from_config(cfg_factory(["task=serve", "task.batched_inference=maybe"]))
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_a_live_run_leaves_no_worker(cfg_factory, profiles, tmp_path, monkeypatch):
     """A real SIGINT in the middle of a run (after its first frame): the run unwinds like a
     Ctrl-C in the terminal, writes the finished frames, and stops every worker it started."""
@@ -183,7 +187,7 @@ def real_speed(tmp_path_factory):
     from hode.edge.process import WorkerProcess
     from hode.edge.server import WorkerSpec
 
-    from test_edge_support import yolov5n_config
+    from support.edge import yolov5n_config
 
     proc = WorkerProcess(WorkerSpec(node="real", detector=yolov5n_config(), torch_threads=1),
                          tmp_path_factory.mktemp("real-speed"), torch_threads=1)
@@ -192,6 +196,7 @@ def real_speed(tmp_path_factory):
     proc.stop()
 
 
+@pytest.mark.slow
 def test_results_say_which_workers_are_emulated_and_that_they_ignore_the_token(external, real_speed, small_frames,
                                                                                monkeypatch, caplog):
     """Issue 19: results.json said ``emulated: true`` for every node of runner=live, also for workers
@@ -204,7 +209,7 @@ def test_results_say_which_workers_are_emulated_and_that_they_ignore_the_token(e
     from hode.schedule.base import RoundRobin
     from hode.tiling import Tiler
 
-    from test_edge_support import wait_serving
+    from support.edge import wait_serving
 
     wait_serving(real_speed).close()
     monkeypatch.setenv("HODE_TEST_CAMERA_TOKEN", "camera-side-token")

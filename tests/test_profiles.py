@@ -8,6 +8,8 @@ from hode.cluster.profiles import FRAME4K_PIXELS, TILE_PIXELS, LoadTrace, load_p
 from hode.config import CONF_DIR, options
 from hode.errors import ConfigError
 
+from support.run import run_py
+
 PAPER_DEVICES = {"gtx1070", "gtx1050", "jetson_nx", "jetson_tx2", "cpu"}
 
 
@@ -145,6 +147,7 @@ def test_fixed_cost_from_one_batch_hand_computed():
     assert fixed_from_batch(6.0, 4.0, 8) == 6.0  # clipped: never more than a tile
 
 
+@pytest.mark.slow
 def test_task_profile_times_a_real_batch_and_writes_its_fixed_cost(tmp_path):
     """Real yolov5n on this machine: one tile, one batch of two, one 4K frame; the YAML loads."""
     from omegaconf import OmegaConf
@@ -164,11 +167,8 @@ def test_task_profile_times_a_real_batch_and_writes_its_fixed_cost(tmp_path):
     assert OmegaConf.load(f).models.yolov5n.fixed_ms == m["fixed_ms"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, -2, "eight"])
-def test_task_profile_refuses_a_bad_batch(batch, repo_root, tmp_path):
-    import subprocess
-    import sys
-
-    p = subprocess.run([sys.executable, "run.py", "task=profile", f"task.batch={batch}", "logger=none",
-                        f"hydra.run.dir={tmp_path}"], cwd=repo_root, capture_output=True, text=True, timeout=120)
+def test_task_profile_refuses_a_bad_batch(batch, tmp_path):
+    p, _ = run_py(tmp_path, "task=profile", f"task.batch={batch}", "logger=none", expect_rc=None, timeout=120)
     assert p.returncode != 0 and "task.batch must be 0" in p.stderr.strip().splitlines()[-1]

@@ -1,7 +1,6 @@
 """Real workers on two real sshd hosts: deploy, run frames through them, tear down, nothing left."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -13,17 +12,14 @@ import pytest
 
 from hode.config import ROOT
 from remote.__main__ import main as remote_main
-from sshd import free_port, lab_fixture
+from support.run import run_py
+from support.sshd import free_port, lab_fixture
+
+pytestmark = pytest.mark.slow  # real sshd hosts
 
 lab = pytest.fixture(scope="module")(lab_fixture)
 
 FAST_RUN = ["filter=none", "scheduler=roundrobin", "dataset.frames=2", "dataset.width=1024", "dataset.height=768", "logger=none", "progress=false"]
-
-
-def run_py(*overrides: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline", YOLO_OFFLINE="1")
-    return subprocess.run([sys.executable, "run.py", *overrides], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
 
 
 def pid_files(lab) -> list:
@@ -36,9 +32,7 @@ def test_run_live_deploys_runs_and_tears_down(lab, tmp_path):
     pa, pb = free_port("127.0.0.2"), free_port("127.0.0.3")
     hosts = lab.topology([lab.node("a", "edge-a", pa, known, model="yolov5n"),
                           lab.node("b", "edge-b", pb, known, tunnel=True)])
-    r = run_py("runner=live", f"topology={hosts}", *FAST_RUN, f"hydra.run.dir={tmp_path}")
-    assert r.returncode == 0, r.stderr[-3000:]
-    res = json.loads((tmp_path / "results.json").read_text())
+    r, res = run_py(tmp_path, "runner=live", f"topology={hosts}", *FAST_RUN, env={"YOLO_OFFLINE": "1"})
     assert res["frames"] == 2
     workers = {n["name"]: n["worker"] for n in res["nodes"]}
     assert workers["edge-a"] == f"127.0.0.2:{pa}"  # direct to the host

@@ -19,7 +19,9 @@ from remote.errors import RemoteError
 from remote.host import HostSession
 from remote.inventory import remote_workers
 from remote.launcher import Launcher
-from sshd import Blackhole, NotSsh, free_port, lab_fixture
+from support.sshd import Blackhole, NotSsh, free_port, lab_fixture
+
+pytestmark = pytest.mark.slow  # real sshd hosts
 
 lab = pytest.fixture(scope="module")(lab_fixture)
 

@@ -10,7 +10,9 @@ import pytest
 from remote.errors import RemoteError
 from remote.inventory import HostSpec
 from remote.ssh import connect, execute
-from sshd import keygen, lab_fixture
+from support.sshd import keygen, lab_fixture
+
+pytestmark = pytest.mark.slow  # real sshd hosts
 
 lab = pytest.fixture(scope="module")(lab_fixture)
 

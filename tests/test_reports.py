@@ -110,6 +110,7 @@ def tree(tmp_path: Path) -> Path:
 PNGS = ["fig2", "fig3", "fig8", "fig9", "fig11", "fig12", "fig13", "bench"]
 
 
+@pytest.mark.slow
 def test_every_figure_is_drawn_with_paper_numbers_and_failures_listed(tree: Path, capsys) -> None:
     out = tree / "report"
     assert reports_main([str(tree), "--out", str(out), "--wandb", "off"]) == 0
@@ -146,6 +147,7 @@ def test_report_goes_into_the_sweep_dir_by_default_and_reads_csv_curves(tree: Pa
     assert "episode_reward" in md and "| dqn | 9.00 | 0.900 |" in md
 
 
+@pytest.mark.slow
 def test_all_takes_the_latest_sweep_of_each_experiment(tree: Path) -> None:
     make_fig11(tree / "fig11" / "t2", fourk=4.0, hode=12.0)  # newer: 3.00x
     old = time.time() - 3600
@@ -174,6 +176,7 @@ def test_bad_report_arguments_give_one_line(tmp_path: Path, capsys) -> None:
     assert "no sweep jobs" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_figures_are_logged_as_wandb_images_offline(tree: Path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     sweep = tree / "fig2" / "t1"

@@ -15,6 +15,7 @@ from hode.config import ROOT
 from hode.results import write_results, written
 
 
+@pytest.mark.slow
 def test_sigint_while_scoring_leaves_the_results_it_claims(tmp_path):
     out_dir = tmp_path / "run"
     argv = ["runner=inline", "logger=none", "filter=none", "progress=false", "dataset.frames=2",

@@ -20,7 +20,7 @@ from hode.schedule.shares import (best_on_grid, earliest_finish_counts, largest_
 from hode.tiling import Tiler
 from hode.types import Detections, Frame, NodeState, WorkItem
 
-from conftest import compose_config
+from support.config import compose_config
 
 
 def node(name="n", rank=1, queue=0, speed=1.0, up=True, progress=0.0, true_speed=None) -> NodeState:

@@ -8,7 +8,9 @@ import pytest
 from hode.config import build
 from hode.pipeline import Pipeline
 
-from conftest import compose_config
+from support.config import compose_config
+
+pytestmark = pytest.mark.slow  # real YOLO inference
 
 
 @pytest.fixture(scope="module")

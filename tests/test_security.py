@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import logging
 import os
 import secrets
-import subprocess
-import sys
 from concurrent import futures
 from pathlib import Path
 
@@ -24,7 +21,6 @@ from omegaconf import OmegaConf
 
 from hode.cluster.live import LiveBackend
 from hode.cluster.topology import Topology
-from hode.config import ROOT
 from hode.edge import worker_pb2 as pb
 from hode.edge.client import AuthError, EdgeClient
 from hode.edge.process import WorkerProcess
@@ -32,7 +28,8 @@ from hode.edge.security import EdgeSecurity, TokenAuth, client_channel, read_tok
 from hode.edge.server import WorkerSpec
 from hode.errors import ConfigError
 
-from test_edge_support import FAST, shared_worker, wait_for, workers_of, yolov5n_config
+from support.edge import FAST_PROFILE, shared_worker, wait_for, workers_of, yolov5n_config
+from support.run import run_py
 
 TOKEN_ENV, PASS_ENV = "HODE_TEST_EDGE_TOKEN", "HODE_TEST_KEY_PASS"
 
@@ -99,6 +96,7 @@ def _code(stub_call) -> grpc.StatusCode:
     return e.value.code()
 
 
+@pytest.mark.slow
 def test_security_tls_and_token_with_real_channels(secure_worker, monkeypatch):
     proc, token, pki, other = secure_worker
     target = f"127.0.0.1:{proc.port()}"
@@ -186,6 +184,7 @@ def test_security_settings_refuse_secrets_and_bad_references(tmp_path, monkeypat
     assert [r.getMessage()[:30] for r in caplog.records] == ["worker 'w' listens on 0.0.0.0 "]
 
 
+@pytest.mark.slow
 def test_security_workers_bind_loopback_by_default(cfg_factory):
     from hode.config import build
     from hode.tasks.serve import spec_from_config
@@ -206,29 +205,29 @@ def test_security_workers_bind_loopback_by_default(cfg_factory):
     assert listening and all(a.endswith("0100007F") for a in listening), listening
 
 
+@pytest.mark.slow
 def test_security_no_secret_in_any_output_of_a_real_run(tmp_path):
     """A live run with a token, TLS with an encrypted key, W&B (offline) and secret-looking config
     values: none of the planted secrets appears in results.json, logs, worker files, the saved
     Hydra config, W&B's files or the console."""
     token, wandb_key, passphrase, in_config = (f"PLANTED{k}{secrets.token_hex(16)}" for k in "TWPC")
     pki = make_pki(tmp_path, passphrase)
-    (tmp_path / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST)))
+    (tmp_path / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST_PROFILE)))
     extra = tmp_path / "conf" / "plant"
     extra.mkdir(parents=True)
     (extra / "plant.yaml").write_text(f"api_key: {in_config}\ndb_password: {in_config}\n")
     out = tmp_path / "run"
-    env = {**os.environ, "HODE_EDGE_TOKEN": token, "WANDB_API_KEY": wandb_key, PASS_ENV: passphrase,
+    env = {"HODE_EDGE_TOKEN": token, "WANDB_API_KEY": wandb_key, PASS_ENV: passphrase,
            "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     sec = "runner.backend.security"
     args = ["--config-dir", str(tmp_path / "conf"), "+plant=plant", "filter=none", "runner=live_secure", "topology=single",
             "topology.nodes.0.device=fast", f"runner.backend.profiles_dir={tmp_path}", "runner.backend.emulation.time_scale=5",
             f"{sec}.tls_cert={pki['cert']}", f"{sec}.tls_key={pki['key']}", f"{sec}.tls_key_passphrase_env={PASS_ENV}",
             f"{sec}.tls_ca={pki['ca']}", "dataset.frames=2", "dataset.width=1024", "dataset.height=768",
-            "logger=wandb", "progress=false", f"hydra.run.dir={out}"]
-    p = subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, timeout=300, env=env)
+            "logger=wandb", "progress=false"]
+    p, r = run_py(out, *args, expect_rc=None, env=env, text=False)
     console = p.stdout + p.stderr
     assert p.returncode == 0, console.decode(errors="replace")[-3000:]
-    r = json.loads((out / "results.json").read_text())
     assert r["frames"] == 2 and r["runner"]["security"] == {"token": "env", "tls": True}
     assert r["config"]["plant"] == {"api_key": "***", "db_password": "***"}
     files = [f for f in out.rglob("*") if f.is_file()]

@@ -29,6 +29,7 @@ def crop() -> np.ndarray:
     return rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow
 def test_miss_runs_detector_then_hits_and_persists(tmp_path, detector_cfg):
     c = DetectionCache(tmp_path / "cache", DATASET, detector_cfg)
     (d1,) = c.detections("yolov5n", [(0, W)], [crop()])
@@ -46,6 +47,7 @@ def test_miss_runs_detector_then_hits_and_persists(tmp_path, detector_cfg):
         again.detections("yolov5n", [(1, W)])
 
 
+@pytest.mark.slow
 def test_other_weights_settings_or_dataset_invalidate(tmp_path, detector_cfg):
     c = DetectionCache(tmp_path / "cache", DATASET, detector_cfg)
     c.detections("yolov5n", [(0, W)], [crop()])

@@ -11,7 +11,9 @@ from hode.config import build
 from hode.pipeline import Pipeline
 from hode.schedule.base import RoundRobin
 
-from conftest import compose_config
+from support.config import compose_config
+
+pytestmark = pytest.mark.slow  # real YOLO inference
 
 # Two nodes with two models (local2: yolov5s and yolov5n), two frames of two tiles each: every item
 # runs the real detector once per runner. conf 0.01: many boxes per tile even from weakly trained

@@ -9,19 +9,17 @@ of crops at a small input size): they check the plumbing and the outputs, not th
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import compose_config
-from hode.config import ROOT
 from hode.errors import DataError, HodeError
+
+from support.config import compose_config
+from support.run import run_py
 
 BOXES = {  # hand-set person boxes, xyxy pixels (the fourth person of bus.jpg is cut by the frame edge)
     "bus.jpg": [(222, 406, 344, 856), (47, 396, 239, 903), (668, 390, 810, 877), (0, 554, 70, 873)],
@@ -87,6 +85,7 @@ def check_trained(run: Path, r: dict) -> None:
     assert det.model.names[det._person] == "person" and out.boxes.shape[1] == 4
 
 
+@pytest.mark.slow
 def test_fine_tune_coco_weights_on_a_coco_format_folder(tmp_path, monkeypatch):
     coco = write_coco(tmp_path / "coco")
     run = tmp_path / "run"
@@ -104,6 +103,7 @@ def test_fine_tune_coco_weights_on_a_coco_format_folder(tmp_path, monkeypatch):
     assert len(rows) >= 4 and (rows[:, 0] == 0).all()
 
 
+@pytest.mark.slow
 def test_fine_tune_on_a_yolo_data_yaml_keeps_people_only(tmp_path, monkeypatch):
     data = write_yolo(tmp_path / "yolo")
     run = tmp_path / "run"
@@ -124,7 +124,7 @@ def test_video_frames_with_instances_json_become_tiles(tmp_path):
     """task.data=dataset on dataset=video: frames of a video with a COCO instances.json beside it,
     split in time (the last 20% validate), a frame smaller than the tile padded to it."""
     from hode.tasks.train_detector import prepare_data
-    from test_data_video import write_video
+    from support.media import write_video
 
     img = photo("bus.jpg")[300:780]  # 810 x 480: under one tile high
     video = write_video(tmp_path / "street.mp4", [img] * 5)
@@ -134,19 +134,19 @@ def test_video_frames_with_instances_json_become_tiles(tmp_path):
                            for k in range(5) for j, (x0, y0, x1, y1) in enumerate(people)]}
     (tmp_path / "street.instances.json").write_text(json.dumps(doc))
     cfg = compose_config(["task=train_detector", "dataset=video", f"dataset.path={video}", "dataset.frames=null"],
-                         fast=False)
+                         small=False)
     d = prepare_data(cfg, "dataset", tmp_path / "data", 512, 0, {0: "person"})
     assert d["labels"] == "dataset" and d["frames"] == {"train": 4, "val": 1} and d["crops"] == {"train": 8, "val": 2}
     tile = cv2.imread(str(next((tmp_path / "data" / "images" / "val").glob("*.png"))))
     assert tile.shape == (512, 512, 3) and (tile[-1] == 114).all()  # padded below the 480 px frame
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_error_line(tmp_path):
     """run.py: one error line, exit 2; the other mistakes raise the same kind of error in-process."""
-    p = subprocess.run([sys.executable, "run.py", "task=train_detector", "logger=none", "task.data=coco",
-                        f"task.coco={tmp_path / 'nope.json'}", "task.from=asset:yolo11n.pt",
-                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "WANDB_MODE": "disabled"})
+    p, _ = run_py(tmp_path / "run", "task=train_detector", "logger=none", "task.data=coco",
+                  f"task.coco={tmp_path / 'nope.json'}", "task.from=asset:yolo11n.pt", expect_rc=None,
+                  env={"WANDB_MODE": "disabled"}, timeout=120)
     assert p.returncode == 2 and p.stderr.strip().splitlines()[-1].startswith("error: task.coco: no such file"), p.stderr[-800:]
     assert "Traceback" not in p.stderr
     from hode.tasks.train_detector import main
@@ -168,6 +168,7 @@ def test_bad_input_is_one_error_line(tmp_path):
         split_tail([1], 0.2, "one image")
 
 
+@pytest.mark.slow
 def test_synthetic_default_still_trains_from_the_architecture(tmp_path, monkeypatch):
     """The default path for the synthetic detectors: yolov5n.yaml from scratch on synthetic crops."""
     monkeypatch.chdir(tmp_path)
@@ -196,10 +197,11 @@ def street(n: int) -> list[np.ndarray]:
     return frames
 
 
+@pytest.mark.slow
 def test_train_filter_on_own_video_with_cached_golden_labels(tmp_path, monkeypatch):
     """task.source=video: golden labels computed once and cached, 60/20/20 split in time, a shared-fusion
     checkpoint, and closed-loop figures on the held-out last 20% of the video."""
-    from test_data_video import write_video
+    from support.media import write_video
 
     from hode.filter.st import STFilter, load_checkpoint
 
@@ -211,7 +213,7 @@ def test_train_filter_on_own_video_with_cached_golden_labels(tmp_path, monkeypat
     cfg = compose_config(["task=train_filter", "task.source=video", "dataset=video", f"dataset.path={video}",
                           "dataset.golden_detector=yolo11n", "dataset.golden_imgsz=320", f"dataset.golden_cache={cache}",
                           "tiling.tile=160", "task.epochs=2", "task.batch=64", "task.model.channels=4",
-                          "task.dagger_every=1", "task.dagger_rounds=1", "logger=none", "progress=false"], fast=False)
+                          "task.dagger_every=1", "task.dagger_rounds=1", "logger=none", "progress=false"], small=False)
     from hode.tasks.train_filter import main
 
     r = main(cfg)

@@ -2,10 +2,7 @@
 ultralytics checkpoints (the project's, and one saved the way ultralytics saves official ones) load."""
 from __future__ import annotations
 
-import os
 import pickle
-import subprocess
-import sys
 from copy import deepcopy
 from pathlib import Path
 
@@ -18,6 +15,8 @@ from hode.config import ROOT
 from hode.detect.yolo import YoloDetector
 from hode.errors import WeightsError
 from hode.weights_safety import TRUST_ENV, check_weights
+
+from support.run import run_py
 
 
 class _Payload:
@@ -53,15 +52,14 @@ EVIL = {"raw pickle": "is not a YOLO checkpoint (torch's safe loader cannot read
         "calls a network class": "calls ultralytics.nn.tasks.DetectionModel(...)"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(EVIL))
 def test_evil_weights_on_the_command_line_run_nothing(tmp_path, kind):
     marker = tmp_path / "PWNED"
     evil = _evil(kind, tmp_path / "evil.pt", marker)
     argv = [f"detector.weights={evil}", "runner=inline", "logger=none", "filter=none", "dataset.frames=1",
-            "dataset.width=512", "dataset.height=512", "progress=false", f"hydra.run.dir={tmp_path / 'run'}"]
-    env = {k: v for k, v in os.environ.items() if k != TRUST_ENV}
-    out = subprocess.run([sys.executable, "run.py", *argv], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**env, "WANDB_MODE": "offline"})
+            "dataset.width=512", "dataset.height=512", "progress=false"]
+    out, _ = run_py(tmp_path / "run", *argv, expect_rc=None, env={TRUST_ENV: None})
     assert not marker.exists(), "the pickle's payload ran"
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: detector.weights:"), out.stderr
@@ -104,6 +102,7 @@ def _saved_like_ultralytics(path: Path, arch: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["yolo11n.yaml", "yolov8n.yaml"])
 def test_real_ultralytics_checkpoints_still_load(tmp_path, arch):
     path = _saved_like_ultralytics(tmp_path / arch.replace(".yaml", ".pt"), arch)

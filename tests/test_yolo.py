@@ -16,6 +16,7 @@ def detector():
     return YoloDetector(str(ROOT / "weights" / "yolov5n-synth.pt"), name="yolov5n", device="cpu")
 
 
+@pytest.mark.slow
 def test_real_yolo_finds_pedestrians_in_a_tile(detector):
     frame = next(iter(SyntheticCrowd(frames=1, seed=301)))  # a held-out scene
     tiler = Tiler(512, (96, 48))
@@ -36,6 +37,7 @@ def test_real_yolo_finds_pedestrians_in_a_tile(detector):
     assert recall >= 0.6, f"recall {recall:.2f} on {len(truth)} people"
 
 
+@pytest.mark.slow
 def test_batch_of_crops_of_different_sizes(detector):
     crops = [np.full((704, 608, 3), 120, np.uint8), np.full((200, 300, 3), 90, np.uint8)]
     out = detector.predict(crops)

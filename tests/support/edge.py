@@ -1,4 +1,4 @@
-"""Helpers shared by test_edge*.py and test_live*.py (no tests here).
+"""The session's shared edge worker and what the edge and live-runner tests use around it.
 
 Loading a detector in a fresh worker process is the expensive part of these tests, so one real
 worker serves every test that only needs *a* running worker; it is started on first use and
@@ -20,9 +20,9 @@ from hode.edge.server import WorkerSpec
 # A very low threshold so that boxes come back whatever state the shipped weights are in: the
 # point of these tests is transport and coordinates, not accuracy.
 LOW_CONF = 0.001
-# A device profile of our own (noise 0): the tests do not depend on the shipped profiles' numbers.
-FAST = {"name": "fast", "source": "test", "models": {m: {"tile_ms": 10.0, "frame4k_ms": 100.0, "noise": 0.0}
-                                                      for m in ("yolov5n", "yolov5s", "yolov5m")}}
+# A device profile of our own named "fast" (noise 0): the tests do not depend on the shipped profiles' numbers.
+FAST_PROFILE = {"name": "fast", "source": "test", "models": {m: {"tile_ms": 10.0, "frame4k_ms": 100.0, "noise": 0.0}
+                                                              for m in ("yolov5n", "yolov5s", "yolov5m")}}
 
 _shared: WorkerProcess | None = None
 
@@ -34,10 +34,10 @@ def yolov5n_config(**changes) -> dict:
 
 
 def shared_worker() -> WorkerProcess:
-    """The session's worker: yolov5n, paced to the FAST profile, one torch thread, any free port."""
+    """The session's worker: yolov5n, paced to FAST_PROFILE, one torch thread, any free port."""
     global _shared
     if _shared is None or not _shared.alive():
-        spec = WorkerSpec(node="ext", detector=yolov5n_config(), device_kind="fast", emulate=True, profile=FAST,
+        spec = WorkerSpec(node="ext", detector=yolov5n_config(), device_kind="fast", emulate=True, profile=FAST_PROFILE,
                           torch_threads=1, max_side=4096)
         _shared = WorkerProcess(spec, Path(tempfile.mkdtemp(prefix="hode-test-worker-")), torch_threads=1)
         _shared.spawn()
