@@ -15,7 +15,6 @@ import time
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
 from hode.cluster.live import LiveBackend
 from hode.cluster.topology import Topology
@@ -25,7 +24,7 @@ from hode.pipeline import Pipeline
 from hode.schedule.base import RoundRobin
 from hode.tiling import Tiler
 
-from support.edge import FAST_PROFILE, running, wait_for, workers_of
+from support.edge import running, wait_for, workers_of, write_fast_profile
 
 SLOW = (100, 200)  # frames on which node b is 10x slower
 STOP = 301  # node b is frozen (SIGSTOP) when this frame goes out
@@ -36,7 +35,7 @@ HELD = (600, 700)  # node b's device is held by another client's request (health
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     d = tmp_path_factory.mktemp("fault-live")
-    (d / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST_PROFILE)))
+    write_fast_profile(d)
     topo = Topology([{"name": "a", "model": "yolov5n", "device": "fast"},
                      {"name": "b", "model": "yolov5n", "device": "fast"}])
     backend = LiveBackend(topo, emulation={"time_scale": 20.0}, profiles_dir=str(d), workers={"log_dir": str(d / "workers")},

@@ -13,11 +13,10 @@ import threading
 import time
 
 import pytest
-from omegaconf import OmegaConf
 
 from hode.config import ROOT
 
-from support.edge import FAST_PROFILE, workers_of
+from support.edge import workers_of, write_fast_profile
 
 pytestmark = pytest.mark.slow  # run.py subprocesses running frames on real workers
 
@@ -57,7 +56,7 @@ def ctrl_c_after_first_frame(args: list[str], timeout: float = 240) -> tuple[int
 
 
 def test_fault_ctrl_c_live_run_writes_results_and_leaves_no_worker(tmp_path):
-    (tmp_path / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST_PROFILE)))
+    write_fast_profile(tmp_path)
     out = tmp_path / "run"
     code, err = ctrl_c_after_first_frame(
         ["runner=live", "filter=none", "topology=single", "topology.nodes.0.device=fast", f"runner.backend.profiles_dir={tmp_path}",

@@ -16,15 +16,14 @@ from hode.detect.factory import detector_config
 from hode.edge.process import WorkerError
 from hode.errors import ConfigError, WeightsError
 
-from support.edge import FAST_PROFILE, shared_worker, wait_for, workers_of
+from support.edge import FAST_PROFILE, shared_worker, wait_for, workers_of, write_fast_profile
 
 
 @pytest.fixture
 def profiles(tmp_path) -> Path:
     d = tmp_path / "profiles"
     d.mkdir()
-    (d / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST_PROFILE)))
-    return d
+    return write_fast_profile(d)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from omegaconf import OmegaConf
 
 from hode.cluster.live import LiveBackend
 from hode.cluster.topology import Topology
@@ -28,7 +27,7 @@ from hode.edge.security import EdgeSecurity, TokenAuth, client_channel, read_tok
 from hode.edge.server import WorkerSpec
 from hode.errors import ConfigError
 
-from support.edge import FAST_PROFILE, shared_worker, wait_for, workers_of, yolov5n_config
+from support.edge import shared_worker, wait_for, workers_of, write_fast_profile, yolov5n_config
 from support.run import run_py
 
 TOKEN_ENV, PASS_ENV = "HODE_TEST_EDGE_TOKEN", "HODE_TEST_KEY_PASS"
@@ -212,7 +211,7 @@ def test_security_no_secret_in_any_output_of_a_real_run(tmp_path):
     Hydra config, W&B's files or the console."""
     token, wandb_key, passphrase, in_config = (f"PLANTED{k}{secrets.token_hex(16)}" for k in "TWPC")
     pki = make_pki(tmp_path, passphrase)
-    (tmp_path / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST_PROFILE)))
+    write_fast_profile(tmp_path)
     extra = tmp_path / "conf" / "plant"
     extra.mkdir(parents=True)
     (extra / "plant.yaml").write_text(f"api_key: {in_config}\ndb_password: {in_config}\n")

@@ -27,6 +27,12 @@ FAST_PROFILE = {"name": "fast", "source": "test", "models": {m: {"tile_ms": 10.0
 _shared: WorkerProcess | None = None
 
 
+def write_fast_profile(profiles_dir: Path) -> Path:
+    """``profiles_dir/fast.yaml`` holding FAST_PROFILE (for ``runner.backend.profiles_dir``); returns the folder."""
+    (profiles_dir / "fast.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(FAST_PROFILE)))
+    return profiles_dir
+
+
 def yolov5n_config(**changes) -> dict:
     cfg = OmegaConf.to_container(detector_config("yolov5n", None), resolve=True)
     cfg.update(conf=LOW_CONF, **changes)
