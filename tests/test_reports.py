@@ -235,6 +235,7 @@ def test_real_figures_sit_after_their_synthetic_twins_with_a_caption(tree: Path)
     assert "| ST filter (ours) | closed | 88.00% |" in md and "| 97.00% |" in md
 
 
+@pytest.mark.slow
 def test_report_from_tiny_real_sweeps(tmp_path: Path) -> None:
     """Both real-footage sweeps run for real (vtest.avi at its native 768x576, a couple of frames),
     then the report draws them with their captions."""
