@@ -137,7 +137,7 @@ def _relative(rows: list[dict]) -> None:
 def replay_part(args, log) -> dict:
     from hode.cluster.sim_replay import replay
 
-    from hode.cluster.profiles import TILE_PIXELS
+    from hode.profiles import TILE_PIXELS
 
     out = {"frames": args.replay_frames, "in_flight": args.in_flight, "scenarios": {}}
     dyn = OmegaConf.to_container(compose_config(base_overrides(args) + ["runner=sim_dynamic"]).runner.load_trace)

@@ -55,7 +55,7 @@ def test_live_pipeline_run_over_a_spawned_and_an_external_worker(cfg_factory, pr
     assert runner["emulated"] is True and runner["time_scale"] >= 1 and runner["name"] == "live"
     # pacing: no tile is faster than its emulated time (noise 0 profile); the grid's smallest tile
     # is the floor, since a tile smaller than the profile's reference tile costs less (base_s)
-    from hode.cluster.profiles import profile_from_dict
+    from hode.profiles import profile_from_dict
     from hode.config import build
 
     windows = [t.window for t in build(cfg.tiling).tiles(int(cfg.dataset.height), int(cfg.dataset.width))]

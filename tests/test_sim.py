@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from hode.cluster.profiles import TILE_PIXELS
+from hode.profiles import TILE_PIXELS
 from hode.cluster.sim import SimBackend
 from hode.cluster.topology import Topology
 from hode.config import build, options

@@ -40,7 +40,7 @@ import grpc
 
 from hode.cluster.failover import (FailoverPolicy, FaultLog, Flight, Slowness, Tracker, events_list, item_units,
                                    pick_node)
-from hode.cluster.profiles import LoadTrace, profile_from_dict
+from hode.profiles import LoadTrace, profile_from_dict
 from hode.cluster.topology import Node, Topology
 from hode.cluster.watchdog import WatchdogMixin, check_watchdog, start_readmit
 from hode.cluster.live_checks import emulation_report, node_emulated, wait_connected, warn_ignored_token

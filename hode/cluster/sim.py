@@ -31,11 +31,11 @@ import numpy as np
 
 from hode.cluster.failover import (FailoverPolicy, FailureTrace, FaultLog, Slowness, Tracker, events_list,
                                    item_units, pick_node)
-from hode.cluster.profiles import TILE_PIXELS, LoadTrace, load_profile
 from hode.cluster.topology import Topology
 from hode.config import ROOT
 from hode.detect.cache import DetectionCache
 from hode.errors import HodeError, check
+from hode.profiles import TILE_PIXELS, LoadTrace, load_profile
 from hode.types import Completion, NodeState, WorkItem
 
 NOISE_BLOCK = 4096  # standard normals drawn per node at a time (one Generator call, not one per item)

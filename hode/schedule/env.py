@@ -28,10 +28,10 @@ from typing import Callable, Sequence
 import gymnasium as gym
 import numpy as np
 
-from hode.cluster.profiles import TILE_PIXELS, LoadTrace
 from hode.cluster.sim import NodeQueues
 from hode.cluster.topology import Topology
 from hode.errors import check
+from hode.profiles import TILE_PIXELS, LoadTrace
 from hode.schedule.dqn import QUEUE_CLIP, TIME_CLIP, features, up_vector
 from hode.schedule.reward import reward
 from hode.schedule.shares import StaleProbe, largest_remainder, simplex_actions
