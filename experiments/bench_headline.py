@@ -107,7 +107,7 @@ def component_times(cfg: DictConfig, run: dict, reps: int) -> dict:
 def timed_replay(cfg: DictConfig, frames: int, windows: list, in_flight: int):
     """``(ReplayRun, wall s)``: ``frames`` frames of ``cfg``'s scheduler through a fresh simulator's
     replay path (no detections counted)."""
-    from hode.cluster.sim_replay import replay
+    from hode.replay import replay
 
     sim = build(cfg.runner.backend, topology=build(cfg.topology), detector=cfg.detector, _recursive_=False)
     sim.start()

@@ -243,6 +243,17 @@ class SimBackend:
         self._leave()
         return self._t
 
+    @property
+    def clock(self) -> float:
+        """The virtual clock as it stands (no measured camera time added): the replay path reads it
+        before its frames and sets it after them, so a later ``submit`` starts where they ended."""
+        return self._t
+
+    @clock.setter
+    def clock(self, t: float) -> None:
+        check(t >= self._t, f"the simulator's clock runs forward only: {t} < {self._t}", HodeError)
+        self._t = float(t)
+
     # ----- Backend protocol -------------------------------------------------------------------
 
     def start(self) -> None:

@@ -1,4 +1,7 @@
-"""The simulator's lightweight path: many frames through the same queues, without the camera loop.
+"""The simulator's lightweight twin of the camera loop: many frames through the same queues.
+
+It sits beside :mod:`hode.pipeline` (it drives a scheduler and a backend, as the camera loop does),
+above :mod:`hode.cluster` and :mod:`hode.schedule`.
 
 :func:`replay` drives a :class:`SimBackend`'s core (same FIFO servers, noise, load trace, measured
 node states) with a scheduler, frame after frame, keeping up to ``in_flight`` frames outstanding
@@ -64,7 +67,7 @@ def replay(sim: SimBackend, scheduler: Scheduler, frames: Sequence[int], windows
     sub, fin, dets = np.zeros(n), np.zeros(n), np.full(n, -1, np.int64)
     pending: list[tuple[float, int, int]] = []  # (finish, frame id, position) of frames in flight
     info: dict[int, tuple] = {}  # position -> (before, assignment), for feedback
-    t = sim._t
+    t = sim.clock
     started = t
 
     def finish_ready(next_frame: int) -> None:
@@ -112,5 +115,5 @@ def replay(sim: SimBackend, scheduler: Scheduler, frames: Sequence[int], windows
         t = max(t, pending[0][0])
         core.pop_until(t, collect=False)
         finish_ready(frames[-1] + 1)
-    sim._t = t
+    sim.clock = t
     return ReplayRun(np.asarray(frames), sub, fin, dets, started, t)
