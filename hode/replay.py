@@ -62,7 +62,7 @@ def replay(sim: SimBackend, scheduler: Scheduler, frames: Sequence[int], windows
     pixels = [it.pixels for it in items]
     entries = [sim.cache.store(nd.model).entries for nd in core.nodes] if count_detections else None
     counts: dict[tuple, int] = {}  # (frame id, assignment) -> boxes: looked up once when frames repeat
-    learns = type(scheduler).observe is not Scheduler.observe  # static schedulers skip feedback entirely
+    learns = scheduler.learns  # static schedulers skip feedback entirely
     n = len(frames)
     sub, fin, dets = np.zeros(n), np.zeros(n), np.full(n, -1, np.int64)
     pending: list[tuple[float, int, int]] = []  # (finish, frame id, position) of frames in flight
@@ -95,8 +95,7 @@ def replay(sim: SimBackend, scheduler: Scheduler, frames: Sequence[int], windows
         before = core.states(f)
         for it in items:
             it.frame_id = f
-        assignment = list(scheduler.assign(items, before)) if items else []
-        check(len(assignment) == len(items), f"scheduler {scheduler.name} assigned {len(assignment)} of {len(items)} items")
+        assignment = scheduler.assign_checked(items, before)
         check(not assignment or (min(assignment) >= 0 and max(assignment) < nn),
               f"scheduler {scheduler.name} assigned a node outside 0..{nn - 1}")
         factors = core.factors(f)
