@@ -44,7 +44,7 @@ def _apply_safety_settings(cfg: DictConfig) -> None:
 def main(cfg: DictConfig) -> None:
     from hydra.utils import get_method
 
-    from experiments.sweep import SweepJob, check_size
+    from hode.sweep import SweepJob, check_size
 
     logging.getLogger("ultralytics").setLevel(logging.WARNING)
     from hode.edge.security import redact_hydra_outputs
@@ -68,7 +68,7 @@ def main(cfg: DictConfig) -> None:
         job.failed(e)
     except KeyboardInterrupt:
         if job is not None:  # a sweep stops here; the record says why (and a resumed sweep reruns it)
-            job._write("interrupted", error="interrupted (SIGINT/SIGTERM)")
+            job.record("interrupted", error="interrupted (SIGINT/SIGTERM)")
         from hode.results import written
 
         done = written()  # claim only what was completely written (an atomic rename happened)

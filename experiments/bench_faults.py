@@ -27,7 +27,7 @@ import numpy as np
 
 from hode.config import ROOT, build, compose_config
 from hode.errors import HodeError
-from hode.pipeline import Pipeline
+from hode.tasks.run import build_pipeline
 
 DISTURBED = 100  # frame indices of the disturbed pass start here (chaos and traces are by frame index)
 
@@ -49,8 +49,7 @@ def run_pass(cfg, backend, frames, first_index: int) -> dict:
 
     backend.poll = spy
     stream = [dataclasses.replace(f, index=first_index + k) for k, f in enumerate(frames)]
-    pipe = Pipeline(build(cfg.tiling), build(cfg.filter), build(cfg.scheduler), backend, history=cfg.runner.history,
-                    in_flight=cfg.runner.in_flight, progress=False)
+    pipe, _ = build_pipeline(cfg, backend=backend, progress=False)
     try:
         trace = pipe.run(stream)
     finally:

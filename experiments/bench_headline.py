@@ -107,7 +107,7 @@ def component_times(cfg: DictConfig, run: dict, reps: int) -> dict:
 def timed_replay(cfg: DictConfig, frames: int, windows: list, in_flight: int):
     """``(ReplayRun, wall s)``: ``frames`` frames of ``cfg``'s scheduler through a fresh simulator's
     replay path (no detections counted)."""
-    from hode.cluster.sim_replay import replay
+    from hode.replay import replay
 
     sim = build(cfg.runner.backend, topology=build(cfg.topology), detector=cfg.detector, _recursive_=False)
     sim.start()
@@ -150,7 +150,7 @@ def run_methods(cfg: DictConfig) -> tuple[dict, dict]:
 def fourk_ceiling(cfg: DictConfig) -> float:
     """Infer-4K's throughput bound, frames/s: every node busy with whole frames, noise-free static
     speeds (sum over nodes of 1 / 4K service time). A short run stays below it (ramp-up, drain)."""
-    from hode.cluster.profiles import FRAME4K_PIXELS, load_profile
+    from hode.profiles import FRAME4K_PIXELS, load_profile
 
     pdir = cfg.runner.backend.get("profiles_dir")
     topo = build(cfg.topology)

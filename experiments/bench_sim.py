@@ -4,7 +4,7 @@
 Two paths over the same cached frames, side by side:
   pipeline  hode.pipeline.Pipeline + runner=sim (the camera loop: work items, scheduler, queues,
             per-item completions, NMS merge of the replayed boxes, filter history)
-  replay    hode.cluster.sim_replay.replay on the same SimBackend core (queues, noise, load trace,
+  replay    hode.replay.replay on the same SimBackend core (queues, noise, load trace,
             measured node states, scheduler, cached detection counts; no items/merge)
 First the cache is filled by one pipeline pass that runs the real detector on every tile (slow on
 a CPU, once); then both paths are timed, and the pipeline's time is broken down. Each figure is
@@ -23,11 +23,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from hode.cluster.sim_replay import replay
 from hode.config import ROOT, build, compose_config
 from hode.errors import HodeError
-from hode.pipeline import Pipeline
+from hode.replay import replay
 from hode.schedule.base import RoundRobin
+from hode.tasks.run import build_pipeline
 from hode.types import Frame
 
 
@@ -68,8 +68,7 @@ class Timed:
 def run_pipeline(cfg, frames: list[Frame], n: int, totals: dict | None = None):
     sim = make_sim(cfg)
     backend = Timed(sim, totals) if totals is not None else sim
-    pipe = Pipeline(build(cfg.tiling), build(cfg.filter), RoundRobin(), backend, history=cfg.runner.history,
-                    in_flight=cfg.runner.in_flight, progress=False)
+    pipe, _ = build_pipeline(cfg, scheduler=RoundRobin(), backend=backend, progress=False)
     stream = (Frame(frames[i % len(frames)].index, frames[i % len(frames)].image, None) for i in range(n))
     t0, c0 = time.perf_counter(), time.process_time()
     trace = pipe.run(stream)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from hode.cluster.profiles import load_profile
+from hode.profiles import load_profile
 from hode.config import CONF_DIR, build, load_option
 from hode.errors import ConfigError, HodeError
 

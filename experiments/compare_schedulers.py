@@ -10,7 +10,7 @@ Three parts, one JSON (``--out``) and one printed table each:
              (the Fig. 13 pattern of runner=sim_dynamic, compressed to the clip's length). Each
              scheduler's fps is also given as a fraction of the oracle's with the same filter (fourk
              and elf bypass the filter: they are compared with oracle + filter=none) and of fourk's.
-2. replay    Timing at scale (hode.cluster.sim_replay.replay: the same queues, no merge): every tile
+2. replay    Timing at scale (hode.replay.replay: the same queues, no merge): every tile
              of every frame for ``--replay-frames`` frames, static and with runner=sim_dynamic's own
              trace (slowdowns from frame 100 to 350).
 3. decision  The scheduler's own time per decision (``assign``) for five nodes, median and p95
@@ -135,9 +135,9 @@ def _relative(rows: list[dict]) -> None:
 # ----- 2. timing at scale ------------------------------------------------------------------------
 
 def replay_part(args, log) -> dict:
-    from hode.cluster.sim_replay import replay
+    from hode.replay import replay
 
-    from hode.cluster.profiles import TILE_PIXELS
+    from hode.profiles import TILE_PIXELS
 
     out = {"frames": args.replay_frames, "in_flight": args.in_flight, "scenarios": {}}
     dyn = OmegaConf.to_container(compose_config(base_overrides(args) + ["runner=sim_dynamic"]).runner.load_trace)

@@ -130,9 +130,8 @@ class Pipeline:
         items = self.scheduler.work(frame, self.tiler, keep, last_counts, self._last)
         t2 = time.perf_counter()
         before = self.backend.states()
-        assignment = list(self.scheduler.assign(items, before)) if items else []
+        assignment = self.scheduler.assign_checked(items, before)
         t3 = time.perf_counter()
-        check(len(assignment) == len(items), f"scheduler {self.scheduler.name} assigned {len(assignment)} of {len(items)} items", HodeError)
         submitted = self.backend.now()
         self.backend.submit(frame.index, items, assignment)
         trace.overhead_s["filter"].append(t1 - t0)

@@ -7,7 +7,7 @@ from typing import Callable
 
 import matplotlib.pyplot as plt
 
-from experiments.sweep import git_commit
+from hode.sweep import git_commit
 from reports import paper
 from reports.collect import Job, latest_per_experiment
 from reports.common import (COLORS, Section, bar_labels, failed_lines, fmt, md_table, no_data, save, setup_lines,

@@ -1,7 +1,7 @@
 """Find the jobs of sweeps on disk and read what they logged, tolerating every kind of damage.
 
 A *job dir* is one Hydra job: it has ``.hydra/`` (written when the job starts), ``results.json``
-(written by the task), or ``job.json`` (written by the sweep hook, ``experiments/sweep.py``). A
+(written by the task), or ``job.json`` (written by the sweep hook, ``hode/sweep.py``). A
 *sweep dir* is the parent of job dirs. Nothing here raises on a missing or corrupt file: such a
 job is reported as failed or missing, with the reason.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from experiments.sweep import JOB_FILE, RESULTS_FILE, job_overrides, read_json
+from hode.sweep import JOB_FILE, RESULTS_FILE, job_overrides, read_json
 
 SKIP_DIRS = {"wandb", "lightning", "lightning_ckpt", "workers", "figures", "__pycache__", ".hydra"}
 

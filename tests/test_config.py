@@ -18,7 +18,7 @@ NEEDS_USER_PATH = {("dataset", "panda"), ("dataset", "video")}
 @pytest.mark.parametrize("group, option", ALL, ids=[f"{g}={o}" for g, o in ALL])
 def test_every_option_instantiates(cfg_factory, group, option):
     if group == "device":  # profiles are looked up by the runners, not part of the defaults list
-        from hode.cluster.profiles import load_profile
+        from hode.profiles import load_profile
 
         prof = load_profile(option)
         assert prof.models and all(t.tile_ms > 0 and t.frame4k_ms > t.tile_ms for t in prof.models.values())

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from hode.cluster.profiles import TILE_PIXELS, LoadTrace, profile_from_dict
+from hode.profiles import TILE_PIXELS, LoadTrace, profile_from_dict
 from hode.edge import worker_pb2 as pb
 from hode.edge.client import outcomes
 from hode.edge.codec import PayloadError, decode_tile, encode_tile

@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from experiments.sweep import SweepJob, job_overrides
+from hode.sweep import SweepJob, job_overrides
 from hode.config import CONF_DIR, ROOT, build, options
 
 FIGURES = ["fig2", "fig3", "fig8", "fig9", "fig11", "fig11_real", "fig12", "fig12_real", "fig13"]
@@ -216,7 +216,7 @@ def test_real_sweep_records_the_failing_job_and_resumes(tmp_path: Path) -> None:
 
 
 def test_an_unknown_size_is_one_clear_line() -> None:
-    from experiments.sweep import check_size
+    from hode.sweep import check_size
     from hode.errors import ConfigError
 
     cfg = compose_with_hydra(["+experiment=fig11", "experiment.size=medium"])

@@ -13,7 +13,7 @@ import pytest
 
 from hode.cluster.failover import FailoverPolicy, FailureTrace, Tracker, pick_node
 from hode.cluster.sim import SimBackend
-from hode.cluster.sim_replay import replay
+from hode.replay import replay
 from hode.cluster.topology import Topology
 from hode.errors import ConfigError, HodeError
 from hode.schedule.base import RoundRobin

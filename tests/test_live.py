@@ -55,8 +55,8 @@ def test_live_pipeline_run_over_a_spawned_and_an_external_worker(cfg_factory, pr
     assert runner["emulated"] is True and runner["time_scale"] >= 1 and runner["name"] == "live"
     # pacing: no tile is faster than its emulated time (noise 0 profile); the grid's smallest tile
     # is the floor, since a tile smaller than the profile's reference tile costs less (base_s)
-    from hode.cluster.profiles import profile_from_dict
     from hode.config import build
+    from hode.profiles import profile_from_dict
 
     windows = [t.window for t in build(cfg.tiling).tiles(int(cfg.dataset.height), int(cfg.dataset.width))]
     floor_s = min(profile_from_dict(FAST_PROFILE, "fast").base_s("yolov5n", (x1 - x0) * (y1 - y0)) for x0, y0, x1, y1 in windows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hode.cluster.profiles import FRAME4K_PIXELS, TILE_PIXELS, LoadTrace, load_profile
+from hode.profiles import FRAME4K_PIXELS, TILE_PIXELS, LoadTrace, load_profile
 from hode.config import CONF_DIR, options
 from hode.errors import ConfigError
 
@@ -56,7 +56,7 @@ def test_a_batched_item_skips_the_fixed_per_inference_cost():
 
 
 def test_a_measured_profile_without_fixed_cost_scales_small_items_in_proportion():
-    from hode.cluster.profiles import profile_from_dict
+    from hode.profiles import profile_from_dict
     p = profile_from_dict({"models": {"yolov5n": {"tile_ms": 50, "frame4k_ms": 1300, "source": "m"}}}, "cpu-like")
     assert p.base_s("yolov5n", TILE_PIXELS // 4) == pytest.approx(0.050 / 4)
 

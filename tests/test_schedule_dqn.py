@@ -136,7 +136,7 @@ def test_env_rewards_balance(paper5):
 
 def test_dqn_training_smoke_run_changes_q_values(paper5):
     env = SchedulingEnv(paper5, frames=50, seed=0)
-    agent = DQNAgent(5, batch_size=32, learn_every=2, target_every=50, seed=0)
+    agent = DQNAgent(5, lr=1e-3, buffer_size=50_000, batch_size=32, learn_every=2, target_every=50, seed=0)
     obs, _ = env.reset(seed=5)
     q0 = agent.q_values(obs).copy()
     rows = []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hode.cluster.sim import SimBackend
-from hode.cluster.sim_replay import replay
+from hode.replay import replay
 from hode.config import build
 from hode.pipeline import Pipeline
 from hode.schedule.base import RoundRobin

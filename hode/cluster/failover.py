@@ -21,8 +21,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from hode.cluster.profiles import TILE_PIXELS
 from hode.errors import check
+from hode.profiles import TILE_PIXELS
 from hode.types import NodeState, WorkItem
 
 Key = tuple[int, int]  # (frame_id, item_id)

@@ -24,18 +24,20 @@ import heapq
 import time
 from collections import deque
 from itertools import repeat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from hode.cluster.failover import (FailoverPolicy, FailureTrace, FaultLog, Slowness, Tracker, events_list,
                                    item_units, pick_node)
-from hode.cluster.profiles import TILE_PIXELS, LoadTrace, load_profile
 from hode.cluster.topology import Topology
 from hode.config import ROOT
 from hode.detect.cache import DetectionCache
 from hode.errors import HodeError, check
+from hode.profiles import TILE_PIXELS, LoadTrace, load_profile
+from hode.settings import settings_of
 from hode.types import Completion, NodeState, WorkItem
 
 NOISE_BLOCK = 4096  # standard normals drawn per node at a time (one Generator call, not one per item)
@@ -185,14 +187,33 @@ class NodeQueues:
                 for i, nd in enumerate(self.nodes)]
 
 
+@dataclass
+class SimSettings:
+    """Every setting of the simulator, written once; conf/runner/sim.yaml's ``backend`` block mirrors it."""
+
+    seed: int = 0  # service-time noise: same seed, same run
+    load_trace: Sequence[dict] = ()  # [{node, start, end, factor}]: node slowed `factor` times on frames [start, end)
+    cache_dir: str | None = None  # detection cache; None: <root>/.cache/detections
+    camera_overhead: Any = "none"  # none | measured (the camera's wall time runs the clock) | seconds per frame
+    speed_alpha: float = 0.3  # moving average of the measured node speed the camera sees
+    profiles_dir: str | None = None  # device profiles from here instead of conf/device
+    failure_trace: Sequence[dict] = ()  # [{node, start, end}]: node down while frames [start, end) are submitted
+    failover: dict | FailoverPolicy | None = None  # re-dispatch and hedging (hode.cluster.failover)
+    failure_detect_s: float = 0.0  # virtual s from a node's death to the re-dispatch of its items
+    batched_inference: bool = False  # a node's tiles of one frame run as one batch (skips fixed_ms after the first)
+
+
 class SimBackend:
     """The Backend protocol on a virtual clock (see the module doc and the README)."""
 
-    def __init__(self, topology: Topology, detector=None, dataset: dict | str | None = None, seed: int = 0,
-                 load_trace: Sequence[dict] = (), cache_dir: str | None = None, camera_overhead="none",
-                 speed_alpha: float = 0.3, profiles_dir: str | None = None, failure_trace: Sequence[dict] = (),
-                 failover: dict | FailoverPolicy | None = None, failure_detect_s: float = 0.0,
-                 batched_inference: bool = False) -> None:
+    def __init__(self, topology: Topology, detector=None, dataset: dict | str | None = None,
+                 settings: SimSettings | Mapping | None = None, **fields: Any) -> None:
+        """``detector`` and ``dataset`` name the detection cache; ``settings`` (or its fields as keywords:
+        conf/runner/sim.yaml's ``backend`` keys, as Hydra passes them) say how the cluster behaves."""
+        c = self.settings = settings_of(SimSettings, settings, fields, "runner.backend")
+        seed, load_trace, cache_dir, camera_overhead, speed_alpha = c.seed, c.load_trace, c.cache_dir, c.camera_overhead, c.speed_alpha
+        profiles_dir, failure_trace, failover, failure_detect_s = c.profiles_dir, c.failure_trace, c.failover, c.failure_detect_s
+        batched_inference = c.batched_inference
         check(isinstance(seed, int), f"runner.backend.seed must be an integer, got {seed!r}")
         check(0 < speed_alpha <= 1, f"runner.backend.speed_alpha must be in (0, 1], got {speed_alpha!r}")
         check(camera_overhead in ("none", "measured") or (isinstance(camera_overhead, (int, float))
@@ -242,6 +263,17 @@ class SimBackend:
         self._enter()
         self._leave()
         return self._t
+
+    @property
+    def clock(self) -> float:
+        """The virtual clock as it stands (no measured camera time added): the replay path reads it
+        before its frames and sets it after them, so a later ``submit`` starts where they ended."""
+        return self._t
+
+    @clock.setter
+    def clock(self, t: float) -> None:
+        check(t >= self._t, f"the simulator's clock runs forward only: {t} < {self._t}", HodeError)
+        self._t = float(t)
 
     # ----- Backend protocol -------------------------------------------------------------------
 

@@ -22,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from hode.cluster.profiles import TILE_PIXELS
 from hode.edge.pacing import Pacer
 from hode.errors import DataError
+from hode.profiles import TILE_PIXELS
 from hode.types import Detections
 
 log = logging.getLogger(__name__)

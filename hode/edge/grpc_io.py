@@ -2,11 +2,10 @@
 
 grpcio 1.85 runs network I/O on EventEngine threads by default: a reply (or request) wakes an
 EventEngine poller, which hands the bytes to another EventEngine thread, which wakes the thread that
-waits on the completion queue. On this 2-core VM every wake-up of a thread that sat idle costs
-~0.1 ms, and every paced Detect call finds all of them idle. With the EventEngine client, listener
-and callback-queue experiments switched off (core's older iomgr path), the thread that waits for the
-call polls the socket itself: measured with ``experiments/bench_transport.py``, 0.2-0.6 ms less per
-tile round trip (JPEG and raw), nothing else changed.
+waits on the completion queue; waking idle threads costs time on every paced Detect call. With the
+EventEngine client, listener and callback-queue experiments switched off (core's older iomgr path),
+the thread that waits for the call polls the socket itself, which is faster per tile round trip
+(``experiments/bench_transport.py``; figures in docs/history/edge.md).
 
 It must be set before ``grpc`` is first imported (core reads GRPC_EXPERIMENTS once), so
 ``hode/edge/__init__.py`` calls :func:`prefer_direct_polling` and the modules that import grpc import

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hode.cluster.profiles import TILE_PIXELS, DeviceProfile, LoadTrace, load_profile, profile_path
 from hode.errors import check
+from hode.profiles import TILE_PIXELS, DeviceProfile, LoadTrace, load_profile, profile_path
 
 
 def read_profile(kind: str, profiles_dir: str | None = None) -> dict:

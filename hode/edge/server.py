@@ -30,10 +30,10 @@ from hode.edge import worker_pb2_grpc as pb_grpc
 from hode.edge.codec import MAX_SIDE, PayloadError, check_tile, decode_tile
 from hode.edge.device import DeviceLoop, TileJob
 from hode.edge.limits import Admission, request_cost
-from hode.cluster.profiles import profile_from_dict
 from hode.edge.pacing import Pacer, read_profile
 from hode.edge.security import EdgeSecurity, TokenAuth, is_loopback, server_credentials, warn_if_open
 from hode.errors import HodeError, check
+from hode.profiles import profile_from_dict
 
 log = logging.getLogger("hode.edge.server")
 SERVICE = "hode.edge.EdgeWorker"
@@ -111,7 +111,7 @@ class WorkerSpec:
                             tls_key=self.tls_key, tls_key_passphrase_env=self.tls_key_passphrase_env)
 
     def pacer(self) -> Pacer:
-        from hode.cluster.profiles import LoadTrace
+        from hode.profiles import LoadTrace
 
         profile = None
         if self.emulate:

@@ -221,8 +221,8 @@ class STFilter(GuardedFilter):
                 self._warned = True
             # The first results of a video: the net reads the oldest repeated, a crowd that has not
             # moved, and Comp-1 and the motion guard still keep every tile with someone in it or moving
-            # into it. Keeping every tile until `trend` results were back cost 8% of the fps of a
-            # 40-frame run at K=2 and bought no recall on the held-out scenes (README "Flow filter").
+            # into it; keeping every tile until `trend` results were back costs fps and buys no recall
+            # (docs/history/filters.md).
             history = np.concatenate([np.repeat(history[:1], self.trend - len(history), axis=0), history])
         # The net runs unless Comp-1's mask is probed per tile (the global probe rule reads the net's p).
         z = None if self.base == "comp1" and (self.prober is not None or self.transferred) else self.logits(history)

@@ -48,6 +48,21 @@ class Scheduler(ABC):
     def observe(self, feedback: Feedback) -> None:
         """Learn from the outcome of an earlier frame (no-op for static schedulers)."""
 
+    @property
+    def learns(self) -> bool:
+        """True when ``observe`` does something: a loop may skip building feedback otherwise."""
+        return type(self).observe is not Scheduler.observe
+
+    def assign_checked(self, work: Sequence[WorkItem], nodes: Sequence[NodeState]) -> list[int]:
+        """``assign``, refused in one line when it answers for another number of items (the camera
+        loop and the replay path both decide through here)."""
+        from hode.errors import HodeError, check
+
+        assignment = list(self.assign(work, nodes)) if work else []
+        check(len(assignment) == len(work), f"scheduler {self.name} assigned {len(assignment)} of {len(work)} items",
+              HodeError)
+        return assignment
+
 
 def up_nodes(nodes: Sequence[NodeState]) -> list[int]:
     alive = [i for i, n in enumerate(nodes) if n.up]

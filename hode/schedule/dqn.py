@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +36,7 @@ from hode.schedule.base import Scheduler, up_nodes
 from hode.schedule.dispatch import get_dispatch
 from hode.schedule.reward import reward
 from hode.schedule.shares import StaleProbe, known_speeds, largest_remainder, simplex_actions
+from hode.settings import settings_of
 from hode.threads import one_thread
 from hode.types import NodeState, WorkItem
 
@@ -164,28 +166,61 @@ class ReplayBuffer:
                 self.next_up[idx], torch.from_numpy(self.dones[idx]))
 
 
+# ----- settings (mirrored key for key by conf/scheduler/dqn.yaml) --------------------------------
+
+@dataclass
+class DQNSettings:
+    """Every setting of the DQN scheduler and its agent, written once."""
+
+    ckpt: str | None = None  # checkpoint, loaded on the first decision; None: an untrained network
+    fallback: str | None = "salbs"  # no checkpoint for the topology: one for as many nodes, else SALBS; None: refuse
+    dispatch: str = "accuracy_aware"  # or in_order (load balance only)
+    probe_after: int = 5  # a node left without tiles this many frames gets one (its speed is stale); 0: off
+    # Reward (eqs. 5-7): lambda1 x progress-variance improvement + lambda2 x finish-time-variance improvement.
+    lambda1: float = 1.0
+    lambda2: float = 100.0
+    reward_symlog: bool = True  # learn from sign(r) log(1 + |r|): keeps the order among very bad actions
+    reward_clip: float | None = None  # clip learnt rewards to +-this after the symlog; None: off
+    # Architecture (ARCHITECTURE: a checkpoint brings its own; these apply to a new network).
+    step: float = 0.1  # share granularity on the simplex
+    hidden: int = 64
+    n_ref: float = 40.0  # tiles of a full frame, scales the tile-count input
+    action_embedding: bool = True  # output rows computed from each action's shares
+    # Learning (online during a run, or offline by task=train_scheduler with its own lr/buffer/batch).
+    online: bool = False
+    epsilon: float = 0.05
+    lr: float = 1e-4
+    gamma: float = 0.2
+    buffer_size: int = 10_000
+    batch_size: int = 64
+    learn_every: int = 4  # the paper's I
+    target_every: int = 250  # gradient steps between target-network syncs
+    learning_starts: int = 64
+    seed: int = 0
+
+
 # ----- 4. agent ----------------------------------------------------------------------------------
 
 class DQNAgent:
     """Q-network, target network, replay memory and the numpy copy used to act."""
 
-    def __init__(self, nodes: int, step: float = 0.1, hidden: int = 64, lr: float = 1e-3, gamma: float = 0.2,
-                 buffer_size: int = 50_000, batch_size: int = 64, learn_every: int = 4,
-                 target_every: int = 250, n_ref: float = 40.0, action_embedding: bool = True,
-                 reward_clip: float | None = None, reward_symlog: bool = True, seed: int = 0) -> None:
+    def __init__(self, nodes: int, settings: DQNSettings | Mapping | None = None, **fields: Any) -> None:
+        """``settings`` (or its fields as keywords); the agent reads the architecture and learning ones."""
+        c = settings_of(DQNSettings, settings, fields, "the DQN agent")
+        step, hidden, lr, gamma, n_ref, seed = c.step, c.hidden, c.lr, c.gamma, c.n_ref, c.seed
+        buffer_size, batch_size, learn_every, target_every = c.buffer_size, c.batch_size, c.learn_every, c.target_every
+        reward_clip, reward_symlog = c.reward_clip, c.reward_symlog
         check(isinstance(nodes, int) and nodes >= 1, f"the DQN needs at least one node, got {nodes!r}")
         check(isinstance(hidden, int) and hidden > 0, f"scheduler.hidden must be a positive integer, got {hidden!r}")
         check(0 <= gamma < 1, f"scheduler.gamma must be in [0, 1), got {gamma!r}")
         check(isinstance(learn_every, int) and learn_every >= 1, f"scheduler.learn_every (I) must be >= 1, got {learn_every!r}")
         check(n_ref > 0, f"scheduler.n_ref must be > 0, got {n_ref!r}")
+        self.settings = c
         self.nodes, self.step, self.hidden, self.n_ref = nodes, step, hidden, float(n_ref)
-        self.action_embedding = bool(action_embedding)
+        self.action_embedding = bool(c.action_embedding)
         self.gamma, self.batch_size, self.learn_every, self.target_every = gamma, batch_size, learn_every, target_every
-        # A few transitions around slowdowns, node failures and unmeasured speeds swing the variance
-        # reward by 1000x and would drown the rest. Squashing it with sign(r) log(1 + |r|) keeps the
-        # order among bad actions, which clipping (as DQN on Atari does) flattens: with a 5x slowed
-        # node, every imbalanced action clipped to the same -5 and the network learned to put a whole
-        # frame on the slowed node (measured: 0.749 -> 0.843 of the oracle with one frame in flight).
+        # Squash rather than clip: clipping flattens the order among very bad actions (one slowed node
+        # made every imbalanced action read the same), symlog keeps it (docs/history/schedulers.md).
         check(isinstance(reward_symlog, bool), f"scheduler.reward_symlog must be true or false, got {reward_symlog!r}")
         check(reward_clip is None or (isinstance(reward_clip, (int, float)) and not isinstance(reward_clip, bool)
                                       and reward_clip > 0),
@@ -284,14 +319,17 @@ class DQNAgent:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, nodes: int | None = None, **kwargs) -> "DQNAgent":
-        """Load a checkpoint; refuses a file that is not one, or one made for another node count."""
+    def load(cls, path: str | Path, nodes: int | None = None, settings: DQNSettings | Mapping | None = None,
+             **fields: Any) -> "DQNAgent":
+        """Load a checkpoint; refuses a file that is not one, or one made for another node count. The
+        checkpoint's ARCHITECTURE overrides the settings' (the rest, e.g. learning, come from them)."""
         ck = read_checkpoint(path)
         if nodes is not None and ck["nodes"] != nodes:
             raise WeightsError(f"DQN checkpoint {path} was trained for {ck['nodes']} nodes but the topology has "
                                f"{nodes}; train one with `python run.py task=train_scheduler topology=... runner=sim`")
-        agent = cls(ck["nodes"], step=ck["step"], hidden=ck["hidden"], n_ref=ck["n_ref"],
-                    action_embedding=ck.get("action_embedding", False), **kwargs)
+        c = settings_of(DQNSettings, settings, fields, "the DQN agent")
+        arch = {k: ck.get(k, False) if k == "action_embedding" else ck[k] for k in ARCHITECTURE}  # no flag: older, none
+        agent = cls(ck["nodes"], replace(c, **arch))
         try:
             agent.q.load_state_dict(ck["state_dict"])
         except RuntimeError as e:
@@ -327,25 +365,18 @@ class DQNScheduler(Scheduler):
 
     name = "dqn"
 
-    def __init__(self, ckpt: str | None = None, step: float = 0.1, hidden: int = 64, lambda1: float = 1.0,
-                 lambda2: float = 100.0, n_ref: float = 40.0, dispatch: str = "accuracy_aware", online: bool = False,
-                 epsilon: float = 0.05, lr: float = 1e-4, gamma: float = 0.2, buffer_size: int = 10_000,
-                 batch_size: int = 64, learn_every: int = 4, target_every: int = 250, learning_starts: int = 64,
-                 action_embedding: bool = True, reward_clip: float | None = None, reward_symlog: bool = True, seed: int = 0,
-                 probe_after: int = 5, name: str | None = None, fallback: str | None = "salbs") -> None:
+    def __init__(self, settings: DQNSettings | Mapping | None = None, name: str | None = None, **fields: Any) -> None:
+        """``settings`` (or its fields as keywords: conf/scheduler/dqn.yaml's keys, as Hydra passes them)."""
         super().__init__(name)
-        check(fallback in (None, "salbs"), f"scheduler.fallback must be salbs or null, got {fallback!r}")
-        self.ckpt, self.fallback = ckpt, fallback
+        c = self.settings = settings_of(DQNSettings, settings, fields, "scheduler")
+        check(c.fallback in (None, "salbs"), f"scheduler.fallback must be salbs or null, got {c.fallback!r}")
+        self.ckpt, self.fallback = c.ckpt, c.fallback
         self.stand_in: Scheduler | None = None  # SALBS when no checkpoint fits the topology (see fit)
-        self.probe = StaleProbe(probe_after)
-        self.lambda1, self.lambda2 = float(lambda1), float(lambda2)
-        check(self.lambda1 >= 0 and self.lambda2 >= 0, f"scheduler.lambda1/lambda2 must be >= 0, got {lambda1}, {lambda2}")
-        self.dispatch = get_dispatch(dispatch)
-        self.online, self.epsilon, self.learning_starts = bool(online), float(epsilon), learning_starts
-        self._agent_kwargs = dict(step=step, hidden=hidden, n_ref=n_ref, lr=lr, gamma=gamma, buffer_size=buffer_size,
-                                  batch_size=batch_size, learn_every=learn_every, target_every=target_every,
-                                  action_embedding=action_embedding, reward_clip=reward_clip,
-                                  reward_symlog=reward_symlog, seed=seed)
+        self.probe = StaleProbe(c.probe_after)
+        self.lambda1, self.lambda2 = float(c.lambda1), float(c.lambda2)
+        check(self.lambda1 >= 0 and self.lambda2 >= 0, f"scheduler.lambda1/lambda2 must be >= 0, got {c.lambda1}, {c.lambda2}")
+        self.dispatch = get_dispatch(c.dispatch)
+        self.online, self.epsilon, self.learning_starts = bool(c.online), float(c.epsilon), c.learning_starts
         self.agent: DQNAgent | None = None
         self._prev: tuple[np.ndarray, int, list[NodeState]] | None = None
         self.losses: list[float] = []
@@ -382,8 +413,7 @@ class DQNScheduler(Scheduler):
     def _agent_for(self, nodes: Sequence[NodeState]) -> DQNAgent:
         if self.agent is None:
             if self.ckpt:
-                kw = {k: v for k, v in self._agent_kwargs.items() if k not in ARCHITECTURE}
-                self.agent = DQNAgent.load(self.ckpt, nodes=len(nodes), **kw)
+                self.agent = DQNAgent.load(self.ckpt, nodes=len(nodes), settings=self.settings)
                 trained = self.agent.meta.get("nodes")
                 if trained and trained != [n.name for n in nodes]:
                     log.warning("DQN checkpoint %s was trained on nodes %s, running on %s", self.ckpt, trained,
@@ -391,7 +421,7 @@ class DQNScheduler(Scheduler):
             else:
                 if not self.online:
                     log.warning("scheduler=dqn without a checkpoint and without online learning: untrained policy")
-                self.agent = DQNAgent(len(nodes), **self._agent_kwargs)
+                self.agent = DQNAgent(len(nodes), self.settings)
         elif self.agent.nodes != len(nodes):
             raise WeightsError(f"the DQN scheduler was built for {self.agent.nodes} nodes, got {len(nodes)}")
         return self.agent

@@ -23,18 +23,20 @@ transition's next state is still the next decision's.
 from __future__ import annotations
 
 import heapq
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import gymnasium as gym
 import numpy as np
 
-from hode.cluster.profiles import TILE_PIXELS, LoadTrace
 from hode.cluster.sim import NodeQueues
 from hode.cluster.topology import Topology
 from hode.errors import check
+from hode.profiles import TILE_PIXELS, LoadTrace
 from hode.schedule.dqn import QUEUE_CLIP, TIME_CLIP, features, up_vector
 from hode.schedule.reward import reward
 from hode.schedule.shares import StaleProbe, largest_remainder, simplex_actions
+from hode.settings import settings_of
 from hode.types import NodeState
 
 
@@ -52,6 +54,32 @@ def random_trace(names: Sequence[str], frames: int, rng: np.random.Generator, ma
     return LoadTrace(events)
 
 
+@dataclass
+class EnvSettings:
+    """Every setting of the scheduling env, written once (task=train_scheduler fills them from
+    conf/task/train_scheduler.yaml, the DQN's reward and grid from conf/scheduler/dqn.yaml)."""
+
+    frames: int = 200  # frames per episode
+    tile_pixels: Sequence[int] = (TILE_PIXELS,) * 40  # pixels of every tile of the frame grid
+    tiles: tuple[int, int] | None = None  # [lo, hi] kept tiles per frame; None: a quarter of the grid up to all
+    in_flight: int | Sequence[int] = (2, 3)  # frames outstanding, drawn per episode from [lo, hi]
+    lambda1: float = 1.0  # the reward's weights (eqs. 5-7), as the DQN's
+    lambda2: float = 1.0
+    step: float = 0.1  # share granularity of the actions, as the DQN's
+    n_ref: float = 40.0  # tiles of a full frame, as the DQN's
+    trace_events: int = 3  # random slowdowns per episode: up to this many
+    trace_factor: Sequence[float] = (1.5, 5.0)  # slowdown factor range
+    speed_jitter: float = 0.2  # per-episode speed offset of every node: x(1 +- this)
+    down_prob: float = 0.1  # chance per episode that one node is down for a while
+    warm_prob: float = 0.8  # chance per episode that node speeds start measured
+    trace: LoadTrace | list | None = None  # a fixed load trace instead of random ones
+    speed_alpha: float = 0.3  # moving average of the measured speeds, as the simulator's
+    profiles_dir: str | None = None  # device profiles from here instead of conf/device
+    seed: int | None = None
+    reward_at: str = "decision"  # when the reward's "after" state is seen: decision | submit (module doc)
+    probe_after: int = 5  # as the DQN's
+
+
 class SchedulingEnv(gym.Env):
     """Observation: the DQN features of the node states; action: an index into the share simplex.
 
@@ -61,13 +89,13 @@ class SchedulingEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, topology: Topology, frames: int = 200, tile_pixels: Sequence[int] = (TILE_PIXELS,) * 40,
-                 tiles: tuple[int, int] | None = None, in_flight: int | Sequence[int] = (2, 3),
-                 lambda1: float = 1.0, lambda2: float = 1.0, step: float = 0.1, n_ref: float = 40.0,
-                 trace_events: int = 3, trace_factor: Sequence[float] = (1.5, 5.0), speed_jitter: float = 0.2,
-                 down_prob: float = 0.1, warm_prob: float = 0.8, trace: LoadTrace | list | None = None,
-                 speed_alpha: float = 0.3, profiles_dir: str | None = None, seed: int | None = None,
-                 reward_at: str = "decision", probe_after: int = 5) -> None:
+    def __init__(self, topology: Topology, settings: EnvSettings | Mapping | None = None, **fields: Any) -> None:
+        """``settings`` (or its fields as keywords); task=train_scheduler fills them from its config."""
+        c = self.settings = settings_of(EnvSettings, settings, fields, "the scheduling env")
+        frames, tile_pixels, tiles, in_flight, trace = c.frames, c.tile_pixels, c.tiles, c.in_flight, c.trace
+        lambda1, lambda2, step, n_ref, reward_at, probe_after = c.lambda1, c.lambda2, c.step, c.n_ref, c.reward_at, c.probe_after
+        trace_events, trace_factor, speed_jitter = c.trace_events, c.trace_factor, c.speed_jitter
+        down_prob, warm_prob, speed_alpha, profiles_dir, seed = c.down_prob, c.warm_prob, c.speed_alpha, c.profiles_dir, c.seed
         check(reward_at in ("decision", "submit"), f"reward_at must be 'decision' or 'submit', got {reward_at!r}")
         self.reward_at = reward_at
         self.probe = StaleProbe(probe_after)  # as DQNScheduler does with the actions it takes

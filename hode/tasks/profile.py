@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from hode.cluster.profiles import load_profile
+from hode.profiles import load_profile
 from hode.data.synthetic import SyntheticCrowd
 from hode.detect.factory import detector_config
 from hode.config import build

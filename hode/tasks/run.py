@@ -52,8 +52,9 @@ class PipelineRun(NamedTuple):
 
 
 def build_pipeline(cfg: DictConfig, flow_filter=None, scheduler=None, topology=None,
-                   progress: bool | None = None) -> tuple[Pipeline, object]:
-    """The run's pipeline and backend from ``cfg`` (filter, scheduler, topology unless given).
+                   progress: bool | None = None, backend=None) -> tuple[Pipeline, object]:
+    """The run's pipeline and backend from ``cfg`` (filter, scheduler, topology, backend unless
+    given: a benchmark passes a started backend to run several passes on it).
     Building validates every stage's config, so do it before anything with side effects."""
     topology = topology if topology is not None else build(cfg.topology)
     tiler = build(cfg.tiling)
@@ -61,7 +62,8 @@ def build_pipeline(cfg: DictConfig, flow_filter=None, scheduler=None, topology=N
     scheduler = scheduler if scheduler is not None else build(cfg.scheduler)
     if hasattr(scheduler, "fit"):  # a learned scheduler finds its checkpoint before any worker starts
         scheduler.fit([n.name for n in topology.nodes])
-    backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
+    if backend is None:
+        backend = build(cfg.runner.backend, topology=topology, detector=cfg.detector, _recursive_=False)
     pipeline = Pipeline(tiler, flow_filter, scheduler, backend, history=cfg.runner.history,
                         in_flight=cfg.runner.in_flight, progress=cfg.progress if progress is None else progress)
     return pipeline, backend

@@ -47,7 +47,7 @@ def tile_pixels(cfg: DictConfig) -> list[int]:
 
 
 def make_env(cfg: DictConfig, sched: DictConfig, topology, seed: int, trace=None, in_flight=None):
-    from hode.schedule.env import SchedulingEnv
+    from hode.schedule.env import EnvSettings, SchedulingEnv
 
     t = cfg.task
     backend = cfg.runner.get("backend", {})
@@ -56,15 +56,14 @@ def make_env(cfg: DictConfig, sched: DictConfig, topology, seed: int, trace=None
     frames = int(t.episode_frames)
     if trace:  # a fixed trace is played to its end
         frames = max(frames, max(int(e["end"]) for e in trace) + 20)
-    return SchedulingEnv(topology, frames=frames, tile_pixels=tile_pixels(cfg),
-                         tiles=tuple(t.tiles) if t.tiles is not None else None,
-                         in_flight=in_flight if in_flight is not None else tuple(t.in_flight),
-                         lambda1=float(sched.lambda1), lambda2=float(sched.lambda2), step=float(sched.step),
-                         n_ref=float(sched.n_ref), trace_events=int(t.trace_events), trace_factor=tuple(t.trace_factor),
-                         speed_jitter=float(t.speed_jitter), down_prob=float(t.down_prob), warm_prob=float(t.warm_prob),
-                         trace=trace, speed_alpha=float(backend.get("speed_alpha", 0.3)),
-                         profiles_dir=backend.get("profiles_dir"), seed=seed, reward_at=str(t.get("reward_at", "decision")),
-                         probe_after=int(sched.get("probe_after", 5)))
+    return SchedulingEnv(topology, EnvSettings(
+        frames=frames, tile_pixels=tile_pixels(cfg), tiles=tuple(t.tiles) if t.tiles is not None else None,
+        in_flight=in_flight if in_flight is not None else tuple(t.in_flight),
+        lambda1=float(sched.lambda1), lambda2=float(sched.lambda2), step=float(sched.step), n_ref=float(sched.n_ref),
+        trace_events=int(t.trace_events), trace_factor=tuple(t.trace_factor), speed_jitter=float(t.speed_jitter),
+        down_prob=float(t.down_prob), warm_prob=float(t.warm_prob), trace=trace,
+        speed_alpha=float(backend.get("speed_alpha", 0.3)), profiles_dir=backend.get("profiles_dir"), seed=seed,
+        reward_at=str(t.get("reward_at", "decision")), probe_after=int(sched.get("probe_after", 5))))
 
 
 def evaluate_policies(cfg: DictConfig, sched: DictConfig, topology, ckpt: Path, episodes: int, seed: int,
@@ -142,12 +141,16 @@ def main(cfg: DictConfig) -> dict:
     topology = build(cfg.topology)
     seed = int(cfg.seed)
     env = make_env(cfg, sched, topology, seed)
-    symlog = sched.get("reward_symlog", True)  # a config from before the option: the agent's default
-    agent = DQNAgent(len(topology), step=float(sched.step), hidden=int(sched.hidden), lr=float(t.lr),
-                     gamma=float(sched.gamma), buffer_size=int(t.buffer_size), batch_size=int(t.batch_size),
-                     learn_every=int(sched.learn_every), target_every=int(sched.target_every), n_ref=float(sched.n_ref),
-                     action_embedding=bool(sched.action_embedding), reward_clip=sched.get("reward_clip"),
-                     reward_symlog=symlog, seed=seed)
+    from hode.schedule.dqn import DQNSettings
+    from hode.settings import settings_of
+
+    # the scheduler's settings, with the training ones from the task (a learning rate, memory and
+    # batch for offline training, not for online learning during a run)
+    fields = {k: v for k, v in OmegaConf.to_container(sched, resolve=True).items() if k not in ("_target_", "name")}
+    settings = settings_of(DQNSettings, fields, dict(lr=float(t.lr), buffer_size=int(t.buffer_size),
+                                                     batch_size=int(t.batch_size), seed=seed), "scheduler")
+    symlog = settings.reward_symlog
+    agent = DQNAgent(len(topology), settings)
     logger = build(cfg.logger)
     logger.start(plain_config(cfg), out_dir, name=f"train_scheduler-{topology.name}", tags=["train_scheduler", topology.name])
     loss_rows, episode_rows = [], []
@@ -169,7 +172,7 @@ def main(cfg: DictConfig) -> dict:
     meta = {"topology": topology.name, "nodes": [n.name for n in topology], "models": [n.model for n in topology],
             "devices": [n.device for n in topology], "steps": int(t.steps), "seed": seed,
             "lambda1": float(sched.lambda1), "lambda2": float(sched.lambda2), "gamma": float(sched.gamma),
-            "reward_clip": sched.get("reward_clip"), "reward_symlog": symlog}
+            "reward_clip": settings.reward_clip, "reward_symlog": symlog}
     agent.save(ckpt, **meta)
     _write_csv(out_dir / "loss.csv", loss_rows, ["step", "loss", "epsilon", "q_mean"])
     _write_csv(out_dir / "episodes.csv", episode_rows, ["step", "episode", "episode_reward", "episode_fps"])

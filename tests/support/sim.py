@@ -1,7 +1,7 @@
 """Hand-made simulator work: items of one padded tile size with cached detections (no detector runs)."""
 from __future__ import annotations
 
-from hode.cluster.profiles import TILE_PIXELS
+from hode.profiles import TILE_PIXELS
 from hode.cluster.sim import SimBackend
 from hode.types import Detections, WorkItem
 

@@ -22,7 +22,7 @@ from hode.cluster.live.supervisor import Supervisor
 from hode.cluster.live.transport import Reports, Transport
 from hode.cluster.live.workers import Workers, check_chaos
 from hode.cluster.live_checks import emulation_report
-from hode.cluster.profiles import LoadTrace
+from hode.profiles import LoadTrace
 from hode.cluster.topology import Topology
 from hode.edge.process import WorkerError
 from hode.edge.security import EdgeSecurity

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from hode.cluster.live.links import Link, status_dict
 from hode.cluster.live.settings import EmulationSettings, TransportSettings, WorkerSettings
 from hode.cluster.live_checks import wait_connected, warn_ignored_token
-from hode.cluster.profiles import profile_from_dict
+from hode.profiles import profile_from_dict
 from hode.cluster.topology import Node, Topology
 from hode.detect.factory import detector_config
 from hode.edge.client import EdgeClient

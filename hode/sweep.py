@@ -143,7 +143,8 @@ class SweepJob:
 
     # ----- after the task -----------------------------------------------------------------------
 
-    def _write(self, status: str, **extra: Any) -> dict:
+    def record(self, status: str, **extra: Any) -> dict:
+        """Write this job's ``job.json`` (status, overrides, duration, commit, and ``extra``); the record is returned."""
         rec = {"status": status, "experiment": self.experiment, "size": self.size, "job": self.num,
                "overrides": self.overrides, "task": OmegaConf.select(self.cfg, "task.name", default=None),
                "duration_s": round(time.time() - self.started, 2), "commit": self.commit,
@@ -155,7 +156,7 @@ class SweepJob:
         return rec
 
     def ok(self) -> dict:
-        return self._write("ok")
+        return self.record("ok")
 
     def skipped(self) -> None:
         print(f"resume: job {self.num} ({' '.join(job_overrides(self.overrides))}) finished before, skipped")
@@ -171,7 +172,7 @@ class SweepJob:
             log.error("job %d failed:\n%s", self.num, "".join(traceback.format_exception(exc)))
         print(f"error: {line}  (job {self.num} recorded as failed in {self.dir / JOB_FILE}; the sweep goes on)",
               file=sys.stderr)
-        return self._write("failed", **extra)
+        return self.record("failed", **extra)
 
 
 def sweep_status(sweep_dir: Path) -> dict[str, list[tuple[Path, dict]]]:

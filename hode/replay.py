@@ -1,4 +1,7 @@
-"""The simulator's lightweight path: many frames through the same queues, without the camera loop.
+"""The simulator's lightweight twin of the camera loop: many frames through the same queues.
+
+It sits beside :mod:`hode.pipeline` (it drives a scheduler and a backend, as the camera loop does),
+above :mod:`hode.cluster` and :mod:`hode.schedule`.
 
 :func:`replay` drives a :class:`SimBackend`'s core (same FIFO servers, noise, load trace, measured
 node states) with a scheduler, frame after frame, keeping up to ``in_flight`` frames outstanding
@@ -59,12 +62,12 @@ def replay(sim: SimBackend, scheduler: Scheduler, frames: Sequence[int], windows
     pixels = [it.pixels for it in items]
     entries = [sim.cache.store(nd.model).entries for nd in core.nodes] if count_detections else None
     counts: dict[tuple, int] = {}  # (frame id, assignment) -> boxes: looked up once when frames repeat
-    learns = type(scheduler).observe is not Scheduler.observe  # static schedulers skip feedback entirely
+    learns = scheduler.learns  # static schedulers skip feedback entirely
     n = len(frames)
     sub, fin, dets = np.zeros(n), np.zeros(n), np.full(n, -1, np.int64)
     pending: list[tuple[float, int, int]] = []  # (finish, frame id, position) of frames in flight
     info: dict[int, tuple] = {}  # position -> (before, assignment), for feedback
-    t = sim._t
+    t = sim.clock
     started = t
 
     def finish_ready(next_frame: int) -> None:
@@ -92,8 +95,7 @@ def replay(sim: SimBackend, scheduler: Scheduler, frames: Sequence[int], windows
         before = core.states(f)
         for it in items:
             it.frame_id = f
-        assignment = list(scheduler.assign(items, before)) if items else []
-        check(len(assignment) == len(items), f"scheduler {scheduler.name} assigned {len(assignment)} of {len(items)} items")
+        assignment = scheduler.assign_checked(items, before)
         check(not assignment or (min(assignment) >= 0 and max(assignment) < nn),
               f"scheduler {scheduler.name} assigned a node outside 0..{nn - 1}")
         factors = core.factors(f)
@@ -112,5 +114,5 @@ def replay(sim: SimBackend, scheduler: Scheduler, frames: Sequence[int], windows
         t = max(t, pending[0][0])
         core.pop_until(t, collect=False)
         finish_ready(frames[-1] + 1)
-    sim._t = t
+    sim.clock = t
     return ReplayRun(np.asarray(frames), sub, fin, dets, started, t)
