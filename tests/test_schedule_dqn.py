@@ -8,7 +8,8 @@ import torch
 
 from hode.config import build, load_option
 from hode.errors import ConfigError, WeightsError
-from hode.schedule.dqn import DQNAgent, DQNScheduler, action_mask, balanced_shares, features, train
+from hode.schedule.dqn import DQNAgent, action_mask, balanced_shares, features, train
+from hode.schedule.dqn_scheduler import DQNScheduler
 from hode.schedule.env import SchedulingEnv, play, scheduler_decide
 from hode.schedule.greedy import Greedy
 from hode.schedule.shares import simplex_actions
@@ -186,7 +187,7 @@ def test_unmeasured_nodes_get_a_probe_tile_and_the_first_frame_is_split_evenly()
 def test_a_topology_without_its_checkpoint_is_resolved_before_anything_starts(tmp_path, caplog):
     from hode.config import ROOT
     from hode.errors import WeightsError
-    from hode.schedule.dqn import DQNScheduler
+    from hode.schedule.dqn_scheduler import DQNScheduler
 
     missing = str(ROOT / "weights" / "dqn_my_lab.pt")
     two = DQNScheduler(ckpt=missing)

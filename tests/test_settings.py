@@ -9,7 +9,8 @@ from omegaconf import OmegaConf
 from hode.cluster.sim import SimBackend, SimSettings
 from hode.config import CONF_DIR, build, compose_config, load_option
 from hode.errors import ConfigError
-from hode.schedule.dqn import DQNAgent, DQNScheduler, DQNSettings
+from hode.schedule.dqn import DQNAgent, DQNSettings
+from hode.schedule.dqn_scheduler import DQNScheduler
 from hode.schedule.env import EnvSettings, SchedulingEnv
 
 

@@ -5,7 +5,7 @@ it: observe the node states, choose shares, submit the frame's tiles, then wait 
 clock -- until fewer than ``in_flight`` frames are outstanding, which is when the camera decides
 again. The reward is eqs. 5-7 between the two decision points (hode/schedule/reward.py).
 
-The cluster is the simulator's own core (:class:`hode.cluster.sim.NodeQueues`: FIFO servers, device
+The cluster is the simulator's own core (:class:`hode.cluster.queues.NodeQueues`: FIFO servers, device
 profiles, seeded noise, load-trace factors, measured speeds as the camera sees them); only timing
 is simulated, since no detection is needed to learn load balance. Every episode draws a new load
 trace: a per-node speed offset over the whole episode, random nodes slowed 1.5-5x over random frame
@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import gymnasium as gym
 import numpy as np
 
-from hode.cluster.sim import NodeQueues
+from hode.cluster.queues import NodeQueues
 from hode.cluster.topology import Topology
 from hode.errors import check
 from hode.profiles import TILE_PIXELS, LoadTrace

@@ -26,7 +26,7 @@ from hode.errors import check
 from hode.results import plain_config, run_dir, write_results
 
 log = logging.getLogger(__name__)
-DQN_TARGET = "hode.schedule.dqn.DQNScheduler"
+DQN_TARGET = "hode.schedule.dqn_scheduler.DQNScheduler"
 
 
 def dqn_settings(cfg: DictConfig) -> DictConfig:
@@ -70,7 +70,7 @@ def evaluate_policies(cfg: DictConfig, sched: DictConfig, topology, ckpt: Path, 
                       trace=None, in_flight: int | None = None) -> dict:
     """fps and mean reward of the trained DQN next to its grid's ceiling (``grid_best``), salbs, greedy
     and oracle on held-out episodes."""
-    from hode.schedule.dqn import DQNScheduler
+    from hode.schedule.dqn_scheduler import DQNScheduler
     from hode.schedule.env import play, scheduler_decide
     from hode.schedule.greedy import Greedy
     from hode.schedule.oracle import Oracle
