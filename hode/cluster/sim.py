@@ -62,7 +62,7 @@ class SimSettings:
 
 
 class SimBackend:
-    """The Backend protocol on a virtual clock (see the module doc and the README)."""
+    """The Backend protocol on a virtual clock (see the module doc and docs/edge-cluster.md)."""
 
     def __init__(self, topology: Topology, detector=None, dataset: dict | str | None = None,
                  settings: SimSettings | Mapping | None = None, **fields: Any) -> None:

@@ -1,5 +1,5 @@
 """Bounds on what one input may cost: pixels per frame, ground-truth boxes per frame, frames per
-sequence (README, "Security and limits").
+sequence (docs/security.md).
 
 A 240-megapixel PNG, a resize to 60000x60000 or a header that merely *claims* such a size would
 otherwise be decoded or allocated before anything looks at it (gigabytes, minutes). Sizes are read

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def summarize(trace: RunTrace, stats: list[dict], accuracy: bool = True) -> dict:
-    """The results.json keys every run shares (see the README's schema); ``accuracy=False`` leaves
+    """The results.json keys every run shares (see docs/results.md); ``accuracy=False`` leaves
     mAP out (``None``)."""
     recs = trace.records
     wall = max(trace.ended - trace.started, 1e-9)

@@ -93,7 +93,7 @@ class WorkerSettings:
 
 @dataclass
 class HealthSettings:
-    """``runner.backend.health``: health checks, the watchdog, restarts (README "Failures, stragglers
+    """``runner.backend.health``: health checks, the watchdog, restarts (docs/edge-cluster.md "Failures, stragglers
     and security"; the watchdog: :mod:`hode.cluster.live.supervisor`)."""
 
     probe_s: float = 1.0  # health check of every node this often (s)
