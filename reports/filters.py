@@ -88,13 +88,19 @@ def fig12(jobs: list[Job], out: Path) -> Section:
         s.notes.append(f"filter `{n}` was not scored: {e}")
     ok = [j for j in jobs if j.status == "ok"]
     if ok:
-        r = ok[0].results or {}
-        s.setup = [f"Held-out sequences: {', '.join(map(str, r.get('sequences', [])))}; grid "
-                   f"{r.get('grid')}, tile {r.get('tile')}, padding {r.get('pad')}; closed loop: detector = "
-                   f"{r.get('detector_in_closed_loop', '?')}; scored from frame {r.get('warmup_frames', '?')}.",
-                   "Accuracy = fraction of tiles whose keep/skip decision matches the tile's true occupancy; open "
-                   "loop feeds the filter true counts, closed loop feeds it what was detected in the kept tiles."]
-        if ok[0].record.get("commit"):
-            s.setup.append(f"Code: commit `{ok[0].record['commit']}` (at the time of the job).")
+        s.setup = eval_setup(ok[0], "Held-out sequences", "true occupancy", "true counts")
     s.notes += failed_lines(jobs)
     return s
+
+
+def eval_setup(job: Job, sequences: str, occupancy: str, counts: str) -> list[str]:
+    """The setup lines of an eval_filter job (Fig. 12 and its real-footage twin)."""
+    r = job.results or {}
+    lines = [f"{sequences}: {', '.join(map(str, r.get('sequences', [])))}; grid {r.get('grid')}, tile "
+             f"{r.get('tile')}, padding {r.get('pad')}; closed loop: detector = {r.get('detector_in_closed_loop', '?')}; "
+             f"scored from frame {r.get('warmup_frames', '?')}.",
+             f"Accuracy = fraction of tiles whose keep/skip decision matches the tile's {occupancy}; open loop "
+             f"feeds the filter {counts}, closed loop feeds it what was detected in the kept tiles."]
+    if job.record.get("commit"):
+        lines.append(f"Code: commit `{job.record['commit']}` (at the time of the job).")
+    return lines

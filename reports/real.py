@@ -11,7 +11,7 @@ import numpy as np
 from reports.collect import Job, get
 from reports.common import COLORS, Section, bar_labels, failed_lines, fmt, md_table, no_data, save, setup_lines
 from reports.filters import LABELS as FILTER_LABELS
-from reports.filters import LOOPS, filter_scores
+from reports.filters import LOOPS, eval_setup, filter_scores
 from reports.methods import METHOD_HEADER, _method_rows, by_method, representative
 
 TWINS = {"fig11_real": "fig11", "fig12_real": "fig12"}
@@ -177,14 +177,7 @@ def fig12_real(jobs: list[Job], out: Path, twin: list[Job] | None = None) -> Sec
     ok = [j for j in jobs if j.status == "ok"]
     s.caption = _fig12_caption(ok[0] if ok else None)
     if ok:
-        r = ok[0].results or {}
-        s.setup = [f"Sequences scored: {', '.join(map(str, r.get('sequences', [])))}; "
-                   f"grid {r.get('grid')}, tile {r.get('tile')}, padding {r.get('pad')}; closed loop: detector = "
-                   f"{r.get('detector_in_closed_loop', '?')}; scored from frame {r.get('warmup_frames', '?')}.",
-                   "Accuracy = fraction of tiles whose keep/skip decision matches the tile's occupancy in the labels; "
-                   "open loop feeds the filter the labels' counts, closed loop what was found in the kept tiles."]
-        if ok[0].record.get("commit"):
-            s.setup.append(f"Code: commit `{ok[0].record['commit']}` (at the time of the job).")
+        s.setup = eval_setup(ok[0], "Sequences scored", "occupancy in the labels", "the labels' counts")
     for n, e in errors.items():
         s.notes.append(f"filter `{n}` was not scored: {e}")
     s.notes += failed_lines(jobs)

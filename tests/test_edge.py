@@ -19,7 +19,7 @@ from hode.edge.codec import PayloadError, decode_tile, encode_tile
 from hode.edge.pacing import Pacer
 from hode.errors import ConfigError
 
-from support.edge import FAST_PROFILE, running, yolov5n_config
+from support.edge import FAST_PROFILE, running, wait_for, yolov5n_config
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +188,7 @@ def test_requests_run_in_arrival_order_and_a_caller_that_leaves_does_not_stall_t
     paced = profile_from_dict(FAST_PROFILE, "fast").base_s("yolov5n", 32 * 32) * slow
     req = lambda frame, ids: pb.DetectRequest(frame_id=frame, tiles=[_raw(i, 32, 32) for i in ids], time_scale=slow)  # noqa: E731
     first = client.stub.Detect.future(req(1, [1, 2]))
-    wait_queue = lambda n: _wait(lambda: client.status().queue >= n)  # noqa: E731
+    wait_queue = lambda n: wait_for(lambda: client.status().queue >= n, what="the worker's queue", poll=0.02)  # noqa: E731
     wait_queue(2)
     second = client.stub.Detect.future(req(2, [3]))
     wait_queue(3)
@@ -204,7 +204,7 @@ def test_requests_run_in_arrival_order_and_a_caller_that_leaves_does_not_stall_t
     starts = [t.started for t in tiles]
     assert starts == sorted(starts) and all(b.started >= a.finished for a, b in zip(tiles, tiles[1:]))
     assert all(t.service_s >= paced * 0.99 for t in tiles)  # paced in full, not cut short
-    _wait(lambda: client.status().queue == 0)
+    wait_for(lambda: client.status().queue == 0, what="the worker's queue", poll=0.02)
 
 
 @pytest.mark.slow
@@ -216,12 +216,6 @@ def test_reply_reports_the_workers_decode_time_apart_from_service(worker, scene)
     assert r.decode_s > 0 and r.service_s >= r.compute_s > 0
     assert reply.received + r.decode_s <= r.started + 1e-6  # decoded before its service began
 
-
-def _wait(cond, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.mark.slow

@@ -8,14 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 
 from hode.edge import worker_pb2 as pb
 from hode.edge.process import WorkerProcess
 from hode.edge.server import WorkerSpec
 
-from support.edge import FAST_PROFILE, running, wait_serving, yolov5n_config
+from support.edge import FAST_PROFILE, running, wait_for, wait_serving, yolov5n_config
 from support.run import run_py
 
 SLOW = 20.0  # FAST_PROFILE x 20: about 100 ms for a 32x32 tile
@@ -60,16 +59,16 @@ def test_a_caller_that_gives_up_behind_an_identical_request_does_not_wedge_the_w
     and every later request hung while health said SERVING)."""
     proc, client = own_worker
     a = client.stub.Detect.future(pb.DetectRequest(frame_id=1, tiles=[_raw(k) for k in range(30)], time_scale=SLOW))
-    _wait(lambda: client.status().queue >= 30)
+    wait_for(lambda: client.status().queue >= 30, what="the worker's queue", poll=0.02)
     b = client.stub.Detect.future(pb.DetectRequest(frame_id=2, tiles=[_raw(0)], time_scale=SLOW))
-    _wait(lambda: client.status().queue >= 31)
+    wait_for(lambda: client.status().queue >= 31, what="the worker's queue", poll=0.02)
     c = client.stub.Detect.future(pb.DetectRequest(frame_id=2, tiles=[_raw(0)], time_scale=SLOW), timeout=1.0)
     with pytest.raises(grpc.RpcError) as err:
         c.result(timeout=30)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert len(a.result(timeout=60).results) == 30 and len(b.result(timeout=60).results) == 1
     _fresh_request_is_answered_promptly(client)
-    _wait(lambda: client.status().queue == 0)
+    wait_for(lambda: client.status().queue == 0, what="the worker's queue", poll=0.02)
     assert "Traceback" not in proc.log_path.read_text()
 
 
@@ -103,7 +102,7 @@ def test_a_flood_of_large_requests_is_refused_and_memory_comes_back(own_worker):
     assert len(refused) >= 20, codes  # the default budget (256 MB) holds two of them at once
     assert all("max_queued_mb=256" in d for d in refused), refused[:3]
     assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"}, codes
-    _wait(lambda: client.status().queue == 0)
+    wait_for(lambda: client.status().queue == 0, what="the worker's queue", poll=0.02)
     _fresh_request_is_answered_promptly(client)
     after = _rss_mb(proc.pid)
     print(f"worker RSS: idle {idle:.0f} MB, after the flood {after:.0f} MB")
@@ -126,12 +125,6 @@ def test_queue_limits_are_checked():
     with pytest.raises(ConfigError, match="max_queued_mb must be a positive integer"):
         WorkerSpec(node="x", detector={}, max_queued_mb=0)
 
-
-def _wait(cond, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 @pytest.mark.slow

@@ -50,11 +50,11 @@ def shared_worker() -> WorkerProcess:
     return _shared
 
 
-def wait_for(cond, timeout: float, what: str) -> None:
+def wait_for(cond, timeout: float = 30.0, what: str = "the condition", poll: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+        time.sleep(poll)
 
 
 def wait_serving(proc: WorkerProcess, timeout: float = 120.0, encoding: str = "raw") -> EdgeClient:
