@@ -10,6 +10,7 @@ it does any of these.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,11 @@ import pytest
 from hode.config import ROOT
 
 from support.config import compose_config
+
+# A shell without job control starts background commands with SIGINT ignored (e.g. `nohup pytest &`),
+# and an ignored signal stays ignored in every child: the Ctrl-C tests would then SIGINT runs that
+# cannot hear it. A handled signal is reset to the default in children, so they hear it again.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
