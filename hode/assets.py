@@ -73,22 +73,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("HODE_CACHE") or Path.home() / ".cache" / "hode")
 
 
-def is_asset(spec: str) -> bool:
-    """True for ``asset:<name>`` with a known name."""
-    return isinstance(spec, str) and spec.startswith(PREFIX) and spec[len(PREFIX):] in ASSETS
-
-
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def known_digests() -> set[str]:
-    """SHA-256 of every registered asset (what the weights loader may trust without a scan)."""
-    return {a.sha256 for a in ASSETS.values()}
 
 
 def resolve(spec: str) -> Path:
@@ -100,6 +90,15 @@ def resolve(spec: str) -> Path:
     if name not in ASSETS:
         raise AssetError(f"unknown asset '{name}' (known: {', '.join(sorted(ASSETS))})")
     return fetch(name)
+
+
+def local_path(spec: str) -> Path | None:
+    """The fetched file for ``asset:<name>``, or for a bare registered name (``yolo11n.pt``) that is not a
+    file here; None for anything else (a path the caller reads itself)."""
+    spec = str(spec)
+    if spec in ASSETS and not Path(spec).is_file():
+        spec = PREFIX + spec
+    return resolve(spec) if spec.startswith(PREFIX) else None
 
 
 def fetch(name: str) -> Path:

@@ -85,16 +85,20 @@ def check_trained(run: Path, r: dict) -> None:
     assert det.model.names[det._person] == "person" and out.boxes.shape[1] == 4
 
 
+def train_detector_in(run: Path, monkeypatch, overrides: list[str]) -> dict:
+    """``task=train_detector`` with ``overrides``, run from ``run`` (a new folder: its run dir); its results."""
+    from hode.tasks.train_detector import main
+
+    run.mkdir()
+    monkeypatch.chdir(run)
+    return main(compose_config(["task=train_detector", *overrides]))
+
+
 @pytest.mark.slow
 def test_fine_tune_coco_weights_on_a_coco_format_folder(tmp_path, monkeypatch):
     coco = write_coco(tmp_path / "coco")
     run = tmp_path / "run"
-    run.mkdir()
-    monkeypatch.chdir(run)
-    cfg = compose_config(["task=train_detector", "task.data=coco", f"task.coco={coco}", *TINY])
-    from hode.tasks.train_detector import main
-
-    r = main(cfg)
+    r = train_detector_in(run, monkeypatch, ["task.data=coco", f"task.coco={coco}", *TINY])
     check_trained(run, r)
     # each frame is cut into 512 px tiles (one per grid cell), people labelled as the checkpoint's class 0
     assert r["frames"] == {"train": 1, "val": 1} and r["labels"] == "coco" and r["crop"] == 512
@@ -107,13 +111,7 @@ def test_fine_tune_coco_weights_on_a_coco_format_folder(tmp_path, monkeypatch):
 def test_fine_tune_on_a_yolo_data_yaml_keeps_people_only(tmp_path, monkeypatch):
     data = write_yolo(tmp_path / "yolo")
     run = tmp_path / "run"
-    run.mkdir()
-    monkeypatch.chdir(run)
-    cfg = compose_config(["task=train_detector", "task.data=yolo", f"task.yolo_data={data}", *TINY,
-                          "task.crops_per_frame=2"])
-    from hode.tasks.train_detector import main
-
-    r = main(cfg)
+    r = train_detector_in(run, monkeypatch, ["task.data=yolo", f"task.yolo_data={data}", *TINY, "task.crops_per_frame=2"])
     check_trained(run, r)
     assert r["frames"] == {"train": 1, "val": 1} and r["crops"] == {"train": 2, "val": 2}
     rows = np.concatenate([np.loadtxt(p, ndmin=2) for p in (run / "data" / "labels").rglob("*.txt") if p.stat().st_size])

@@ -16,10 +16,10 @@ def local_weights(cfg: DictConfig | dict) -> DictConfig | dict:
     from hode import assets
 
     weights = cfg.get("weights")
-    if not (isinstance(weights, str) and (weights.startswith(assets.PREFIX) or weights in assets.ASSETS)):
+    got = assets.local_path(weights) if isinstance(weights, str) else None
+    if got is None:
         return cfg
-    path = str(assets.resolve(weights if weights.startswith(assets.PREFIX) else assets.PREFIX + weights))
-    return OmegaConf.merge(cfg, {"weights": path}) if isinstance(cfg, DictConfig) else {**cfg, "weights": path}
+    return OmegaConf.merge(cfg, {"weights": str(got)}) if isinstance(cfg, DictConfig) else {**cfg, "weights": str(got)}
 
 
 def detector_config(model: str, base: DictConfig | None) -> DictConfig:

@@ -47,10 +47,9 @@ def _weights_path(weights: str) -> Path:
     (hode/assets.py); or another bare ultralytics release name (``yolov5su.pt``), which ultralytics
     downloads from its own release page (an online-only option: the shipped configs never need it)."""
     weights = str(weights)
-    if weights in assets.ASSETS:
-        weights = assets.PREFIX + weights
-    if weights.startswith(assets.PREFIX):
-        return assets.resolve(weights)
+    got = assets.local_path(weights)
+    if got is not None:
+        return got
     path = Path(weights)
     if path.is_file():
         return path
