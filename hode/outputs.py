@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -53,26 +53,23 @@ def to_source(boxes: np.ndarray, sx: float, sy: float) -> np.ndarray:
     return np.asarray(boxes, np.float64).reshape(-1, 4) * np.array([sx, sy, sx, sy])
 
 
-def coco_results(frames: Iterable[tuple[int, Detections]], source=None) -> list[dict]:
-    """COCO results entries for ``(k, detections)`` pairs (boxes in run-frame pixels)."""
-    out = []
+def source_boxes(frames: Iterable[tuple[int, Detections]], source=None) -> Iterator[tuple[int, float, float, float, float, float]]:
+    """``(frame number, x, y, w, h, score)`` in source pixels for ``(k, detections)`` pairs."""
     for k, det in frames:
         number, sx, sy = geometry(source, k)
         for (x1, y1, x2, y2), s in zip(to_source(det.boxes, sx, sy), det.scores):
-            out.append({"image_id": int(number), "category_id": PERSON,
-                        "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2), round(float(y2 - y1), 2)],
-                        "score": round(float(s), 5)})
-    return out
+            yield int(number), float(x1), float(y1), float(x2 - x1), float(y2 - y1), float(s)
+
+
+def coco_results(frames: Iterable[tuple[int, Detections]], source=None) -> list[dict]:
+    """COCO results entries for ``(k, detections)`` pairs (boxes in run-frame pixels)."""
+    return [{"image_id": n, "category_id": PERSON, "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)],
+             "score": round(s, 5)} for n, x, y, w, h, s in source_boxes(frames, source)]
 
 
 def mot_lines(frames: Iterable[tuple[int, Detections]], source=None) -> list[str]:
     """MOTChallenge ``det.txt`` rows: ``frame,-1,x,y,w,h,score,-1,-1,-1`` (frame 1-based)."""
-    rows = []
-    for k, det in frames:
-        number, sx, sy = geometry(source, k)
-        for (x1, y1, x2, y2), s in zip(to_source(det.boxes, sx, sy), det.scores):
-            rows.append(f"{number + 1},-1,{x1:.2f},{y1:.2f},{x2 - x1:.2f},{y2 - y1:.2f},{float(s):.5f},-1,-1,-1")
-    return rows
+    return [f"{n + 1},-1,{x:.2f},{y:.2f},{w:.2f},{h:.2f},{s:.5f},-1,-1,-1" for n, x, y, w, h, s in source_boxes(frames, source)]
 
 
 def _atomic_write(path: Path, text: str) -> None:
