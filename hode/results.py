@@ -68,20 +68,15 @@ def written() -> list[Path]:
     return list(_written)
 
 
-def write_results(cfg: DictConfig, results: dict, path: Path | None = None) -> dict:
-    """Write ``results.json`` (with the redacted config) into the run dir and return the dict.
-
-    Atomic: the JSON goes to a temporary file in the same folder, is flushed to disk, then renamed
-    over ``path``; an interruption at any point leaves the previous file or none, never half a one,
-    and only a completed rename is recorded in :func:`written`."""
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that no reader, on this machine or another one over a shared
+    filesystem, ever sees half a file: the text goes to a temporary file of a unique name in the same
+    folder (two writers never share one), is flushed to disk, then renamed over ``path``. An
+    interruption leaves the previous file or none, and no stray temporary file."""
     import os
     import tempfile
 
-    results = dict(results)
-    results["config"] = plain_config(cfg)
-    path = path or run_dir() / "results.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_jsonable(results), indent=1)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
@@ -89,9 +84,20 @@ def write_results(cfg: DictConfig, results: dict, path: Path | None = None) -> d
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:  # Ctrl-C included: no stray temporary file
+    except BaseException:  # Ctrl-C included
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_results(cfg: DictConfig, results: dict, path: Path | None = None) -> dict:
+    """Write ``results.json`` (with the redacted config) into the run dir and return the dict.
+
+    Atomic (:func:`atomic_write_text`): an interruption at any point leaves the previous file or none,
+    never half a one, and only a completed rename is recorded in :func:`written`."""
+    results = dict(results)
+    results["config"] = plain_config(cfg)
+    path = path or run_dir() / "results.json"
+    atomic_write_text(path, json.dumps(_jsonable(results), indent=1))
     _written.append(path)
     return results
 

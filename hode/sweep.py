@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hode.results import redact_overrides
+from hode.results import atomic_write_text, redact_overrides
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +149,7 @@ class SweepJob:
                "overrides": self.overrides, "task": OmegaConf.select(self.cfg, "task.name", default=None),
                "duration_s": round(time.time() - self.started, 2), "commit": self.commit,
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / (JOB_FILE + ".tmp")
-        tmp.write_text(json.dumps(rec, indent=1, default=str))
-        tmp.replace(self.dir / JOB_FILE)
+        atomic_write_text(self.dir / JOB_FILE, json.dumps(rec, indent=1, default=str))  # readers on other machines too
         return rec
 
     def ok(self) -> dict:

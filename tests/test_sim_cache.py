@@ -37,8 +37,8 @@ def test_miss_runs_detector_then_hits_and_persists(tmp_path, detector_cfg):
     (d2,) = c.detections("yolov5n", [(0, W)], [None])  # a hit needs no pixels
     assert (c.misses, c.hits) == (1, 1) and d2 is d1
     c.save()
-    files = list((tmp_path / "cache").glob("*.npz"))
-    assert len(files) == 1 and "yolov5n" in files[0].name
+    folders = list((tmp_path / "cache").iterdir())  # one folder of shards per key
+    assert len(folders) == 1 and "yolov5n" in folders[0].name and len(list(folders[0].glob("*.npz"))) == 1
     again = DetectionCache(tmp_path / "cache", dict(DATASET, frames=50), detector_cfg)  # frame count is not identity
     (d3,) = again.detections("yolov5n", [(0, W)])
     assert again.misses == 0 and len(d3) == len(d1) > 0
@@ -75,6 +75,7 @@ def test_concurrent_writers_merge_and_corrupt_file_is_recomputed(tmp_path, detec
     sb.save()  # must not drop a's entry
     merged = DetectionCache(tmp_path / "cache", DATASET, detector_cfg).store("yolov5n")
     assert set(merged.entries) == {(0, W), (1, W)} and len(merged.entries[(0, W)]) == 1
-    merged.path.write_bytes(b"not an npz")
+    for shard in merged.path.glob("*.npz"):
+        shard.write_bytes(b"not an npz")
     c = DetectionCache(tmp_path / "cache", DATASET, detector_cfg)
     assert c.store("yolov5n").entries == {} and "unreadable" in caplog.text
