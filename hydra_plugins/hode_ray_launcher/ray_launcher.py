@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +25,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _run_job(hydra_context: HydraContext, sweep_config: DictConfig, task_function: TaskFunction,
@@ -42,13 +44,13 @@ def _run_job(hydra_context: HydraContext, sweep_config: DictConfig, task_functio
 
 class RayLauncher(Launcher):
     """Settings (``hydra.launcher.*``): ``address`` (None: start a Ray instance on this machine for the
-    sweep, with ``init``'s ``ray.init`` keywords; ``auto`` or ``HOST:PORT``: join that cluster),
-    ``runtime_env`` (Ray's, for either), ``remote`` (``ray.remote`` options of each job: CPUs, GPUs,
-    retries)."""
+    sweep, with ``init``'s ``ray.init`` keywords, listening on 127.0.0.1 only unless ``local_only`` is
+    false; ``auto`` or ``HOST:PORT``: join that cluster), ``runtime_env`` (Ray's, for either),
+    ``remote`` (``ray.remote`` options of each job: CPUs, GPUs, retries)."""
 
     def __init__(self, address: str | None = None, init: dict | None = None, runtime_env: dict | None = None,
-                 remote: dict | None = None) -> None:
-        self.address = address
+                 remote: dict | None = None, local_only: bool = True) -> None:
+        self.address, self.local_only = address, local_only
         self.init = dict(init or {})
         self.runtime_env = runtime_env
         self.remote = dict(remote or {})
@@ -61,6 +63,12 @@ class RayLauncher(Launcher):
 
     def _start_ray(self) -> bool:
         """Connect (or start a local instance); True when this launcher did, so it shuts it down."""
+        if self.address is None and self.local_only:
+            # Ray's switch for single-machine instances (its default on Windows and macOS): every
+            # server of the instance binds 127.0.0.1 instead of all interfaces. Read when ray is imported.
+            if "ray" in sys.modules and os.environ.get(LOOPBACK_ENV) != "0":
+                log.warning("ray was imported before the launcher: its instance may listen on every interface")
+            os.environ.setdefault(LOOPBACK_ENV, "0")
         import ray
 
         if ray.is_initialized():
@@ -70,17 +78,20 @@ class RayLauncher(Launcher):
         if self.address is None:  # resources only make sense for an instance started here
             kwargs.update({k: v for k, v in self.init.items() if v is not None})
         ray.init(**kwargs)
+        if self.address is None and self.local_only and ray.util.get_node_ip_address() != "127.0.0.1":
+            log.warning("the local Ray instance is reachable from other machines (its node address is %s)",
+                        ray.util.get_node_ip_address())
         return True
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import ray
-
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()  # the same path on every node
         sweep_dir.mkdir(parents=True, exist_ok=True)
         started = self._start_ray()
+        import ray  # after _start_ray: it sets what Ray reads on import
+
         try:
             where = self.address or "a local Ray instance"
             log.info(f"Ray launcher: {len(job_overrides)} jobs on {where}, sweep output dir: {sweep_dir}")
