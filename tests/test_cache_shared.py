@@ -46,7 +46,7 @@ def expected(f: int) -> Detections:
 def test_concurrent_writers_lose_nothing_and_corrupt_nothing(tmp_path: Path) -> None:
     folder = tmp_path / "cache" / "key"
     writers, count, stride = 4, 40, 20  # writer w: frames 20w .. 20w+39, half of them shared with w+1
-    start_at = time.time() + 2.0  # after every interpreter has started
+    start_at = time.time() + 1.2  # after every interpreter has started (about 0.5 s each here)
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(folder), str(w * stride), str(count), str(start_at)],
                               cwd=ROOT, stderr=subprocess.PIPE, text=True) for w in range(writers)]
     errs = [p.communicate(timeout=120)[1] for p in procs]

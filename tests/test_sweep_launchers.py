@@ -62,7 +62,7 @@ RECORDER = textwrap.dedent("""
 
 def test_jobs_writing_one_job_json_at_once_never_leave_half_a_file(tmp_path: Path) -> None:
     job_dir = tmp_path / "0"
-    start_at = time.time() + 2.0
+    start_at = time.time() + 1.2  # after both interpreters have started
     procs = [subprocess.Popen([sys.executable, "-c", RECORDER, str(job_dir), str(start_at)], cwd=ROOT,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     reads = 0
