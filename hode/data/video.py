@@ -16,7 +16,9 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -351,9 +353,13 @@ class VideoSource:
             self._golden[k] = detector.predict([image])[0].boxes
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.stem + ".part.npz")
-            np.savez_compressed(tmp, **{f"k{k}": v for k, v in self._golden.items()})
-            tmp.replace(cache)
+            # a unique temporary name: jobs on other machines may label the same footage at once
+            tmp = cache.with_name(f"{cache.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part.npz")
+            try:
+                np.savez_compressed(tmp, **{f"k{k}": v for k, v in self._golden.items()})
+                tmp.replace(cache)
+            finally:
+                tmp.unlink(missing_ok=True)
 
     def __iter__(self) -> Iterator[Frame]:
         detector = None
