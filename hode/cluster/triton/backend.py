@@ -66,7 +66,8 @@ class TritonBackend:
 
         self.settings = from_config(TritonSettings, settings, "runner.backend")
         self.policy = FailoverPolicy.from_config(failover)
-        self.topology = topology
+        self.topology, self._detector = topology, detector
+        self.mismatches: dict = {}
         urls = [node_url(n, "runner=triton") for n in topology]
         self.links = [Link(i, n, TritonNode(n.name, u, str(n.extra.get("triton_model", n.model))))
                       for i, (n, u) in enumerate(zip(topology, urls))]
@@ -89,8 +90,31 @@ class TritonBackend:
             link.client.check(s.connect_timeout_s)
             rtt = min(link.client.probe(s.connect_timeout_s) for _ in range(2))  # the first may load lazily
             link.base_speed = link.speed = 1.0 / max(rtt, 1e-6)
+        self._compare_detectors()
         self.supervisor.start()
         log.info("triton cluster up: %s", ", ".join(f"{l.node.name}@{l.client.url}" for l in self.links))
+
+    def _compare_detectors(self) -> None:
+        """Warn when a server's detector settings differ from what this run's ``detector`` would use
+        for the node's model (then runner=inline would not give the same detections)."""
+        from hode.detect.factory import SHARED_KEYS, detector_config
+
+        self.mismatches = {}
+        for link in self.links:
+            served = link.client.detector
+            if served is None:
+                continue
+            try:
+                mine = detector_config(link.node.model, self._detector)
+            except Exception:  # a model name only the server knows
+                continue
+            diff = {k: (mine[k], served.get(k)) for k in SHARED_KEYS if k in mine and k != "device"
+                    and served.get(k) != mine[k]}
+            if diff:
+                self.mismatches[link.node.name] = {k: {"run": a, "server": b} for k, (a, b) in diff.items()}
+                log.warning("triton node '%s' serves %s with other detector settings than this run's: %s",
+                            link.node.name, link.client.model,
+                            ", ".join(f"{k} {b} (run: {a})" for k, (a, b) in diff.items()))
 
     def now(self) -> float:
         return time.perf_counter()
@@ -239,11 +263,13 @@ class TritonBackend:
 
     def describe(self) -> dict:
         return {"name": "triton", "clock": "wall", "emulated": False, "protocol": "KServe v2 gRPC",
-                "settings": asdict(self.settings), "failover": {**asdict(self.policy), **self.faults.summary()}}
+                "settings": asdict(self.settings), "detector_mismatches": self.mismatches, "failover": {**asdict(self.policy), **self.faults.summary()}}
 
     def stats(self) -> list[dict]:
         import numpy as np
 
+        if self.settings.statistics and self._started and not self._closed:
+            self.server_stats = [l.client.statistics(self.settings.probe_timeout_s) if l.up else {} for l in self.links]
         out = []
         for i, l in enumerate(self.links):
             rtt = np.asarray(l.rtt_s) * 1000
@@ -259,8 +285,6 @@ class TritonBackend:
     def close(self) -> None:
         if self._closed:
             return
-        if self.settings.statistics and self._started:
-            self.server_stats = [l.client.statistics(self.settings.probe_timeout_s) if l.up else {} for l in self.links]
         self._closed = True
         self.supervisor.close()
         for l in self.links:

@@ -3,6 +3,7 @@ start-up checks that turn a wrong URL, a model that is not loaded or a tensor mi
 clear line, asynchronous inference requests, health probes and the server's own statistics."""
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Callable, Sequence
@@ -46,6 +47,8 @@ class TritonNode:
 
         self.name, self.url, self.model = name, url, model
         self._grpc = grpcclient
+        self.detector: dict | None = None  # the served detector's settings, as its config.pbtxt says
+        self.max_batch_size = 0
         try:
             self.client = grpcclient.InferenceServerClient(url=url)
         except Exception as e:  # a malformed url
@@ -72,6 +75,10 @@ class TritonNode:
                               f"(loaded: {', '.join(self.loaded_models(timeout)) or 'none'})")
         meta = self.client.get_model_metadata(self.model, as_json=True, client_timeout=timeout)
         self._check_tensors(meta)
+        config = self.client.get_model_config(self.model, as_json=True, client_timeout=timeout).get("config", {})
+        spec = config.get("parameters", {}).get("hode_detector", {}).get("string_value")
+        self.detector = json.loads(spec) if spec else None  # None: not a model of hode.cluster.triton.repo
+        self.max_batch_size = int(config.get("max_batch_size", 0))
 
     def loaded_models(self, timeout: float) -> list[str]:
         try:

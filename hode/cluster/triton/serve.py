@@ -39,15 +39,33 @@ def cli_errors(main: Callable[[], int]) -> int:
 
 
 def backends_dir(dist: Path, into: Path) -> Path:
-    """A backend directory whose Python backend has the stub for this interpreter's version."""
+    """A backend directory whose Python backend runs the stub for this interpreter's version,
+    through :data:`STUB_GUARD`."""
     version = f"{sys.version_info[0]}.{sys.version_info[1]}"
     stub = dist / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
-        raise ConfigError(f"nvidia-pytriton has no Python-backend stub for Python {version}")
+        raise ConfigError(f"the Triton server at {dist} has no Python-backend stub for Python {version}")
     out = into / "backends"
     shutil.copytree(dist / "backends", out, dirs_exist_ok=True)
-    shutil.copy2(stub, out / "python" / "triton_python_backend_stub")
+    shutil.copy2(stub, out / "python" / "triton_python_backend_stub.real")
+    guard = out / "python" / "triton_python_backend_stub"
+    guard.write_text(STUB_GUARD)
+    guard.chmod(0o755)
     return out
+
+
+# A stub whose server was killed (SIGKILL) while it was inside a request waits for it for ever (and
+# holds its detector's memory and its shared-memory region). The guard starts the stub in its own
+# place (same pid, via exec) with a watcher beside it that kills the stub once its parent is no
+# longer the server, and removes the region (the stub's second argument) the server can no longer.
+STUB_GUARD = """#!/bin/sh
+server=$PPID
+(
+  while [ "$(cut -d' ' -f4 /proc/$$/stat 2>/dev/null)" = "$server" ]; do sleep 1; done
+  [ -e /proc/$$ ] && kill -9 $$ 2>/dev/null && rm -f "/dev/shm/$2"
+) </dev/null >/dev/null 2>&1 &
+exec "$0.real" "$@"
+"""
 
 
 def stub_env(dist: Path) -> dict[str, str]:
