@@ -68,12 +68,10 @@ class TritonBackend:
         self.policy = FailoverPolicy.from_config(failover)
         self.topology, self._detector = topology, detector
         self.mismatches: dict = {}
-        urls = [node_url(n, "runner=triton") for n in topology]
-        self.links = [Link(i, n, TritonNode(n.name, u, str(n.extra.get("triton_model", n.model))))
-                      for i, (n, u) in enumerate(zip(topology, urls))]
+        self.links: list[Link] = []  # made at start: a topology without urls still instantiates (config checks)
         self.tracker = Tracker(self.policy)
         self.faults = FaultLog()
-        self.slowness = Slowness(len(self.links))
+        self.slowness = Slowness(len(topology))
         self._done: queue.Queue = queue.Queue()
         self._send_lock = threading.Lock()
         self.supervisor = Supervisor(self)
@@ -86,6 +84,9 @@ class TritonBackend:
         check(not self._started, "TritonBackend.start() called twice")
         self._started = True
         s = self.settings
+        urls = [node_url(n, "runner=triton") for n in self.topology]
+        self.links = [Link(i, n, TritonNode(n.name, u, str(n.extra.get("triton_model", n.model))))
+                      for i, (n, u) in enumerate(zip(self.topology, urls))]
         for link in self.links:  # sequential: a wrong url or model fails the start in one line
             link.client.check(s.connect_timeout_s)
             rtt = min(link.client.probe(s.connect_timeout_s) for _ in range(2))  # the first may load lazily

@@ -68,9 +68,12 @@ exec "$0.real" "$@"
 """
 
 
-def stub_env(dist: Path) -> dict[str, str]:
-    """The environment the server (and so its stubs) runs with: this interpreter's libpython, home and path."""
+def stub_env(dist: Path, torch_threads: int = 0) -> dict[str, str]:
+    """The environment the server (and so its stubs) runs with: this interpreter's libpython, home and
+    path; with ``torch_threads``, OpenMP and MKL held to as many threads (as the live runner's workers)."""
     env = dict(os.environ)
+    if torch_threads > 0:
+        env.update(OMP_NUM_THREADS=str(torch_threads), MKL_NUM_THREADS=str(torch_threads))
     libs = [sysconfig.get_config_var("LIBDIR") or "", str(libs_dir(dist))]
     env["LD_LIBRARY_PATH"] = os.pathsep.join([p for p in libs if p] + [env.get("LD_LIBRARY_PATH", "")]).rstrip(os.pathsep)
     env["PYTHONHOME"] = sys.base_prefix
@@ -115,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     port = args.grpc_port or free_port(args.host)
     cmd = command(dist, repository, backends, args.host, port, args.metrics_port, args.verbose)
     print(f"tritonserver: grpc {args.host}:{port}, models in {repository}", flush=True)
-    os.execve(cmd[0], cmd, stub_env(dist))  # this process becomes the server: signals reach it directly
+    os.execve(cmd[0], cmd, stub_env(dist, args.torch_threads))  # this process becomes the server: signals reach it directly
     return 0  # not reached
 
 
