@@ -20,6 +20,7 @@ from hode.cluster.triton.backend import TritonBackend
 from hode.cluster.triton.client import TritonError, TritonNode
 from hode.cluster.triton.serve import free_port
 from hode.config import ROOT
+from hode.types import WorkItem
 
 from support.run import error_lines, run_py
 
@@ -32,13 +33,14 @@ SMALL = ["logger=none", "progress=false", "filter=none", "scheduler=roundrobin",
 class Server:
     """One ``python -m hode.cluster.triton.serve`` process (it becomes tritonserver: its pid is the server's)."""
 
-    def __init__(self, work: Path, *models: str) -> None:
+    def __init__(self, work: Path, *models: str, max_batch: int = 16) -> None:
         self.port = free_port()
         self.url = f"127.0.0.1:{self.port}"
         self.log = open(work / f"triton-{self.port}.log", "w")
         args = [a for m in models for a in ("--model", m)]
         self.proc = subprocess.Popen([sys.executable, "-m", "hode.cluster.triton.serve", "--grpc-port", str(self.port),
-                                      "--workdir", str(work / f"server-{self.port}"), "--torch-threads", "1", *args],
+                                      "--workdir", str(work / f"server-{self.port}"), "--torch-threads", "1",
+                                      "--max-batch-size", str(max_batch), *args],
                                      cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
         self.models = [m.split("=")[0].split("@")[0] for m in models]
 
@@ -70,9 +72,10 @@ class Server:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
     """Two servers started at once: ``a`` serves yolov5n (shared by every test), ``b`` yolov5n and
-    ``fixed``, a yolov5n that only takes 320x320 inputs (the shape-mismatch case); ``b`` is killed last."""
+    ``fixed``, a yolov5n that only takes 320x320 inputs (the shape-mismatch case), both taking at
+    most 2 tiles per request; ``b`` is killed last."""
     work = tmp_path_factory.mktemp("triton")
-    a, b = Server(work, "yolov5n"), Server(work, "yolov5n", "fixed=yolov5n@320x320")
+    a, b = Server(work, "yolov5n"), Server(work, "yolov5n", "fixed=yolov5n@320x320", max_batch=2)
     try:
         a.wait_ready()
         b.wait_ready()
@@ -111,6 +114,23 @@ def test_run_py_triton_detections_equal_inline(servers, tmp_path):
         assert len(pt[frame]) == len(pi[frame]), frame
         assert np.allclose(np.array(pt[frame]), np.array(pi[frame]), atol=0.02), frame
     assert tri["map50"] == pytest.approx(inl["map50"], abs=1e-9)
+
+
+def test_requests_respect_the_models_max_batch_size(servers):
+    """Five tiles for a node whose model takes at most 2 per request: three requests, all answered."""
+    _, b = servers
+    backend = TritonBackend(Topology([{"name": "b", "model": "yolov5n", "url": b.url}]))
+    backend.start()
+    try:
+        image = np.zeros((608, 704, 3), np.uint8)
+        items = [WorkItem(0, k, (0, 0, 704, 608), image) for k in range(5)]
+        backend.submit(0, items, [0] * 5)
+        got: list = []
+        while len(got) < 5:
+            got += backend.poll(timeout=60)
+        assert sorted(c.item_id for c in got) == list(range(5)) and backend.links[0].requests == 3
+    finally:
+        backend.close()
 
 
 def test_wrong_url_model_and_shape_are_one_line_errors(servers, tmp_path):

@@ -1,7 +1,7 @@
 """``runner=triton``: :class:`TritonBackend`, the Backend seam over Triton servers (KServe v2, gRPC).
 
 Each topology node is one server (``url``), each submit splits a node's items into requests of one
-tile shape (``batch`` tiles at most) sent with ``async_infer``, at most ``max_requests`` in flight per
+tile shape (``batch`` tiles at most, no more than the model's ``max_batch_size``) sent with ``async_infer``, at most ``max_requests`` in flight per
 node, so Triton's dynamic batcher sees several at once. Replies land on gRPC threads and become
 completions in one queue that ``poll`` drains. Node speed is measured from round trips.
 
@@ -144,14 +144,16 @@ class TritonBackend:
             self.send(link, frame_id, its, t)
 
     def send(self, link: Link, frame_id: int, items: list[WorkItem], submitted: float) -> None:
-        """``items`` to ``link`` in requests of one tile shape and at most ``batch`` tiles each."""
+        """``items`` to ``link`` in requests of one tile shape, at most ``batch`` (and the model's
+        ``max_batch_size``) tiles each."""
         shapes: dict[tuple, list[WorkItem]] = {}
         for it in items:
             shapes.setdefault(it.crop.shape, []).append(it)
-        size = self.settings.batch
+        cap = link.client.max_batch_size  # the server refuses larger requests
         for group in shapes.values():
-            for k in range(0, len(group), size or len(group)):
-                self._request(link, frame_id, group[k:k + (size or len(group))], submitted)
+            size = min(self.settings.batch or len(group), cap or len(group))
+            for k in range(0, len(group), size):
+                self._request(link, frame_id, group[k:k + size], submitted)
 
     def _request(self, link: Link, frame_id: int, items: list[WorkItem], submitted: float) -> None:
         units = sum(item_units(it.pixels) for it in items)
