@@ -17,6 +17,8 @@ from hode.cluster.inline import InlineBackend
 from hode.cluster.topology import Topology
 from hode.config import load_option
 from hode.data.coco import load_truth
+from hode.edge.device import DeviceLoop, TileJob
+from hode.edge.pacing import Pacer
 from hode.score import truth_path
 from hode.tiling import Tiler, crop
 from hode.types import WorkItem
@@ -34,7 +36,8 @@ def frame0():
 def test_batched_inline_detections_equal_unbatched(frame0):
     """A frame's tiles through runner=inline in one detector call (batch 0, canvas) give the same
     boxes as one call per tile (batch 1); without the canvas the edge tiles, all of other shapes,
-    split the frame into one call per shape."""
+    split the frame into one call per shape. A live worker with batched inference runs a request's
+    tiles in one call too, with the same boxes."""
     tiles = Tiler().tiles(*frame0.shape[:2])  # 768x576: a 2x2 grid of 4 crop shapes
     items = [WorkItem(0, k, t.window, crop(frame0, t.window), tile=t) for k, t in enumerate(tiles)]
     cfg = load_option("detector", "yolo11n")
@@ -50,13 +53,20 @@ def test_batched_inline_detections_equal_unbatched(frame0):
         backend.submit(0, items, [0] * len(items))
         got[name] = {c.item_id: c.detections for c in backend.poll()}
         calls[name] = n[0]
+    # A live worker's device loop with batched inference: a request's tiles in one detector call
+    loop, n[0], det.canvas = DeviceLoop(det, Pacer("local", "yolo11n", batched=True)), 0, (704, 608)
+    jobs = [TileJob(0, it.item_id, it.crop) for it in items]
+    assert loop.run(jobs) and all(j.error is None and j.finished >= j.started for j in jobs)
+    assert [j.in_batch for j in jobs] == [False, True, True, True] and loop.processed == 4 and loop.queue_len == 0
+    got["worker"], calls["worker"] = {j.item_id: j.detections for j in jobs}, n[0]
     backend.close()
-    assert calls == {"one": 4, "all": 1, "shapes": 4}
+    assert calls == {"one": 4, "all": 1, "shapes": 4, "worker": 1}
     assert sum(len(d) for d in got["one"].values()) >= 3
     for k, it in enumerate(items):
         a, b = got["one"][k], got["all"][k]
-        assert len(a) == len(b), f"tile {k}: {len(a)} boxes alone, {len(b)} in the batch"
-        assert np.allclose(a.boxes, b.boxes, atol=1e-2) and np.allclose(a.scores, b.scores, atol=1e-3)
+        for other in (b, got["worker"][k]):
+            assert len(a) == len(other), f"tile {k}: {len(a)} boxes alone, {len(other)} in the batch"
+            assert np.allclose(a.boxes, other.boxes, atol=1e-2) and np.allclose(a.scores, other.scores, atol=1e-3)
         h, w = it.crop.shape[:2]  # boxes stay inside the crop, not on the canvas' padding
         assert (b.boxes[:, 2] <= w + 1e-3).all() and (b.boxes[:, 3] <= h + 1e-3).all()
 
