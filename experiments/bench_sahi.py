@@ -14,12 +14,17 @@ Methods (``--methods``), interleaved window by window so the machine's load hits
   full-frame standard pass on, no ``image_size`` (so ultralytics' 640: slices are upscaled).
 * ``sahi_nostd``: the same without the standard pass.
 * ``sahi512``: no standard pass, ``image_size=512`` (slices at native scale: SAHI's fastest here).
+* ``sahi1024``: ``sahi`` with 1024 slices (what a SAHI user would pick for people this large).
 * ``tiled``: the harness's tiled path, ``runner=inline filter=none`` (every tile, no batching).
 * ``hode``: ``runner=inline filter=st`` (transferred to this grid: Comp-1 + motion guard), a frame's
   tiles in one detector call (``runner.backend.batch=0 detector.canvas=[704,608]``).
-* ``hode_nobatch``: ``hode`` without the canvas (each tile shape its own call).
+* ``hode_nobatch``: ``hode`` without the canvas (each tile shape its own call, ``runner.backend.batch: 8``).
+* ``tiled1024`` / ``hode1024``: ``tiled`` / ``hode_nobatch`` with tiles as large as the footage's
+  people (upscaled 3.75x they are 135-550 px tall, taller than a 512 tile): ``tiling=grid1024
+  detector.scale=0.5`` (1024 tiles padded by [192, 96]; crops <= 1408x1216 run as 704x608 inputs).
 
-The harness paths run through :func:`hode.tasks.run.build_pipeline` and :class:`hode.pipeline.Pipeline`
+SAHI and the harness load the same file; ultralytics runs torch on ``cpu_count - 1`` threads on a
+CPU (1 on a 2-core machine) for both. The harness paths run through :func:`hode.tasks.run.build_pipeline` and :class:`hode.pipeline.Pipeline`
 (what ``python run.py`` runs) on one started inline backend per detector setting. SAHI and ``tiled`` do
 not depend on history, so they run on the truth frames only (timed there).
 
@@ -48,15 +53,20 @@ from hode.score import load_truth, score  # noqa: E402
 from hode.tasks.run import build_pipeline  # noqa: E402
 from hode.types import Detections, Frame  # noqa: E402
 
-METHODS = ("sahi", "sahi_nostd", "sahi512", "tiled", "hode", "hode_nobatch")
+METHODS = ("sahi", "sahi_nostd", "sahi512", "sahi1024", "tiled", "hode", "hode_nobatch", "tiled1024", "hode1024")
+# Tiles as large as the footage's people (conf/tiling/grid1024.yaml: 1024 px cells padded by
+# [192, 96]), detected at half size: crops <= 1408 x 1216 -> 704 x 608 inputs, a 512 tile's cost each.
+T1024 = ["tiling=grid1024", "detector.scale=0.5"]
 SAHI = {"sahi": dict(std=True, imgsz=None), "sahi_nostd": dict(std=False, imgsz=None),
-        "sahi512": dict(std=False, imgsz=512)}
+        "sahi512": dict(std=False, imgsz=512), "sahi1024": dict(std=True, imgsz=None, slice_px=1024)}
 BASE = ["dataset=video", "dataset.path=asset:vtest.avi", "dataset.golden=false", "topology=single",
         "runner=inline", "logger=none", "progress=false"]
 HARNESS = {
     "tiled": ["filter=none"],
     "hode": ["filter=st", "runner.backend.batch=0", "detector.canvas=[704,608]"],
     "hode_nobatch": ["filter=st"],
+    "tiled1024": ["filter=none", *T1024],
+    "hode1024": ["filter=st", *T1024],
 }
 
 
@@ -83,18 +93,18 @@ def read_frames(video: Path, wanted: set[int]) -> dict[int, np.ndarray]:
 class SahiRunner:
     """SAHI's sliced prediction of one frame, person boxes in frame pixels."""
 
-    def __init__(self, weights: Path, conf: float, std: bool, imgsz: int | None) -> None:
+    def __init__(self, weights: Path, conf: float, std: bool, imgsz: int | None, slice_px: int = 512) -> None:
         from sahi import AutoDetectionModel
 
         self.model = AutoDetectionModel.from_pretrained(model_type="ultralytics", model_path=str(weights),
                                                         confidence_threshold=conf, device="cpu", image_size=imgsz)
-        self.std = std
+        self.std, self.slice = std, slice_px
 
     def __call__(self, bgr: np.ndarray) -> Detections:
         from sahi.predict import get_sliced_prediction
 
         rgb = np.ascontiguousarray(bgr[:, :, ::-1])  # SAHI takes RGB numpy images
-        res = get_sliced_prediction(rgb, self.model, slice_height=512, slice_width=512, overlap_height_ratio=0.2,
+        res = get_sliced_prediction(rgb, self.model, slice_height=self.slice, slice_width=self.slice, overlap_height_ratio=0.2,
                                     overlap_width_ratio=0.2, perform_standard_pred=self.std, verbose=0)
         people = [p for p in res.object_prediction_list if p.category.name == "person"]
         return Detections(np.array([p.bbox.to_xyxy() for p in people], np.float32).reshape(-1, 4),
@@ -143,7 +153,7 @@ def coco(dets: dict[int, Detections], sx: float, sy: float) -> list[dict]:
 
 
 def run(methods: list[str], truth_frames: list[int], history: int, size: tuple[int, int],
-        log=print) -> dict:
+        log=lambda *a: print(*a, flush=True)) -> dict:
     video = assets.resolve("asset:vtest.avi")
     weights = assets.local_path("asset:yolo11n.pt")
     size_over = [f"dataset.width={size[0]}", f"dataset.height={size[1]}"]
@@ -166,7 +176,7 @@ def run(methods: list[str], truth_frames: list[int], history: int, size: tuple[i
                 dets[m][t] = runners[m](window[-1].image)
                 times[m].append(time.perf_counter() - t0)
             else:
-                got, ts = runners[m](window[-1:] if m == "tiled" else window)
+                got, ts = runners[m](window[-1:] if m.startswith("tiled") else window)
                 times[m] += ts
                 dets[m][t] = got[t]
         log(f"frame {t}: " + "  ".join(f"{m} {times[m][-1]:.2f}s" for m in methods))
