@@ -95,3 +95,21 @@ def test_bench_runs_and_both_paths_find_the_same_people(frame0, tmp_path):
     assert (match.max(axis=1) >= 0.7).sum() >= 3  # the same three people, nearly the same boxes
     assert "x SAHI" in bench_sahi.table(res)
     json.dumps(res)
+
+
+@pytest.mark.parametrize("canvas", [[704], [700, 608], "704x608", [704, 0]])
+def test_bad_canvas_is_one_config_line(canvas):
+    from hode.detect.yolo import YoloDetector
+    from hode.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"detector.canvas must be null or \[height, width\]"):
+        YoloDetector("asset:yolo11n.pt", device="cpu", canvas=canvas)
+
+
+def test_bad_canvas_is_refused_when_the_config_is_composed():
+    """Before golden labels or workers: compose_config is what run.py checks first."""
+    from hode.config import compose_config
+    from hode.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"detector.canvas must be null"):
+        compose_config(["detector.canvas=[700,608]"])

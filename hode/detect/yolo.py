@@ -78,6 +78,13 @@ def _ultralytics_download(name: str) -> Path:
     return got
 
 
+def check_canvas(canvas) -> None:
+    """``detector.canvas``: null or [height, width], multiples of 32 (native scale, no letterbox)."""
+    check(canvas is None or (not isinstance(canvas, str) and hasattr(canvas, "__len__") and len(canvas) == 2
+                             and all(isinstance(v, int) and 32 <= v <= 8192 and v % 32 == 0 for v in canvas)),
+          f"detector.canvas must be null or [height, width], multiples of 32 up to 8192, got {canvas!r}")
+
+
 def _inside(det: Detections, shape: tuple, padded: tuple) -> Detections:
     """Boxes of a crop run on a canvas, clipped to the crop itself (boxes wholly on the padding go)."""
     if shape[:2] == padded[:2] or not len(det):
@@ -100,8 +107,7 @@ class YoloDetector:
               f"detector.imgsz must be a positive multiple of 32, got {imgsz!r}")
         check(isinstance(scale, (int, float)) and 0.25 <= scale <= 4,
               f"detector.scale must be a number in [0.25, 4] (input pixels per frame pixel), got {scale!r}")
-        check(canvas is None or (not isinstance(canvas, str) and hasattr(canvas, "__len__") and len(canvas) == 2 and all(isinstance(v, int) and 32 <= v <= 8192 for v in canvas)),
-              f"detector.canvas must be null or [height, width] in pixels (32..8192), got {canvas!r}")
+        check_canvas(canvas)
         check(0 <= conf <= 1, f"detector.conf must be in [0, 1], got {conf!r}")
         check(0 < iou <= 1, f"detector.iou must be in (0, 1], got {iou!r}")
         self.arch = arch  # architecture yaml, used by task=train_detector only
