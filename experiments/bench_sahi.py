@@ -28,7 +28,7 @@ CPU (1 on a 2-core machine) for both. The harness paths run through :func:`hode.
 (what ``python run.py`` runs) on one started inline backend per detector setting. SAHI and ``tiled`` do
 not depend on history, so they run on the truth frames only (timed there).
 
-    python experiments/bench_sahi.py [--frames 0,60,...] [--history 5] [--json bench_sahi.json]
+    python experiments/bench_sahi.py [--frames 0,60,...] [--history 5] [--json outputs/bench_sahi.json]
 """
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", default=None, help="truth frame numbers, comma list (default: all 14)")
     ap.add_argument("--history", type=int, default=5, help="frames run before each truth frame (filter history)")
     ap.add_argument("--size", default="2880x2160", help="WxH the frames are upscaled to")
-    ap.add_argument("--json", default="bench_sahi.json", help="where the results go")
+    ap.add_argument("--json", default="outputs/bench_sahi.json", help="where the results go")
     a = ap.parse_args(argv)
     try:
         methods = [m for m in a.methods.split(",") if m]
@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(table(res))
+    Path(a.json).parent.mkdir(parents=True, exist_ok=True)
     Path(a.json).write_text(json.dumps(res, indent=1))
     print(f"results: {a.json}")
     return 0
