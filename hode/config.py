@@ -190,6 +190,9 @@ def check_values(cfg: DictConfig) -> None:
     if isinstance(imgsz, int) and not isinstance(imgsz, bool) and imgsz > 0:
         limits.check_pixels((imgsz, imgsz), f"detector.imgsz={imgsz}: the detector's input", ConfigError)
     check_torch_device(str(det.get("device", "auto")), "detector.device")
+    from hode.detect.yolo import check_canvas  # before golden labels or workers, not at the detector's first use
+
+    check_canvas(det.get("canvas"))
 
 
 def check_torch_device(device: str, where: str) -> None:

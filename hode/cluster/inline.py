@@ -1,6 +1,8 @@
 """``runner=inline``: every node's detector runs in this process, one batch at a time, wall clock.
 
-No parallelism and no device emulation: this runner measures what the detectors really cost on
+A node's queued tiles go to its detector ``batch`` at a time (0: all of them, i.e. a frame's tiles
+in one call at ``in_flight: 1``); the detector predicts each crop shape as one network batch (all
+tiles of a frame when ``detector.canvas`` is set). No parallelism and no device emulation: this runner measures what the detectors really cost on
 this machine and is the reference the other runners' detections are compared with.
 """
 from __future__ import annotations
@@ -20,7 +22,8 @@ from hode.types import Completion, NodeState, WorkItem
 class InlineBackend:
     def __init__(self, topology: Topology, detector: DictConfig | None = None, batch: int = 8,
                  speed_alpha: float = 0.3) -> None:
-        check(isinstance(batch, int) and batch > 0, f"runner.batch must be a positive integer, got {batch!r}")
+        check(isinstance(batch, int) and not isinstance(batch, bool) and batch >= 0,
+              f"runner.backend.batch must be an integer >= 0 (0: all of a node's queued tiles in one call), got {batch!r}")
         self.topology, self.batch, self.alpha = topology, batch, speed_alpha
         self._detector_cfg = detector
         self._detectors: dict[str, object] = {}
@@ -60,7 +63,7 @@ class InlineBackend:
         for i, q in enumerate(self._queues):
             det = self._detector(self.topology.nodes[i].model)
             while q:
-                batch = [q.popleft() for _ in range(min(self.batch, len(q)))]
+                batch = [q.popleft() for _ in range(min(self.batch or len(q), len(q)))]
                 start = self.now()
                 dets = det.predict([item.crop for item, _ in batch])
                 end = self.now()

@@ -176,6 +176,8 @@ class DetectionCache:
             cfg = detector_config(model, self._detector_cfg)
             whash = weights_hash(cfg["weights"])
             settings = {k: cfg.get(k) for k in SETTING_KEYS}
+            if cfg.get("canvas") is not None:  # only when set: caches made before the option keep their names
+                settings["canvas"] = list(cfg.get("canvas"))
             name = f"{self.dataset_id}__{model}__{whash[:12]}__{_short_hash(settings, 8)}"
             meta = {"dataset": self.dataset_id, "model": model, "weights": str(cfg["weights"]),
                     "weights_sha256": whash, "settings": settings}

@@ -6,7 +6,7 @@ from omegaconf import DictConfig, OmegaConf
 from hode.config import build, load_option
 
 # What a node's model option takes from the run's ``detector`` config; weights/arch stay its own.
-SHARED_KEYS = ("imgsz", "conf", "iou", "max_det", "device", "half", "native_scale")
+SHARED_KEYS = ("imgsz", "conf", "iou", "max_det", "device", "half", "native_scale", "canvas")
 
 
 def local_weights(cfg: DictConfig | dict) -> DictConfig | dict:

@@ -78,16 +78,36 @@ def _ultralytics_download(name: str) -> Path:
     return got
 
 
+def check_canvas(canvas) -> None:
+    """``detector.canvas``: null or [height, width], multiples of 32 (native scale, no letterbox)."""
+    check(canvas is None or (not isinstance(canvas, str) and hasattr(canvas, "__len__") and len(canvas) == 2
+                             and all(isinstance(v, int) and 32 <= v <= 8192 and v % 32 == 0 for v in canvas)),
+          f"detector.canvas must be null or [height, width], multiples of 32 up to 8192, got {canvas!r}")
+
+
+def _inside(det: Detections, shape: tuple, padded: tuple) -> Detections:
+    """Boxes of a crop run on a canvas, clipped to the crop itself (boxes wholly on the padding go)."""
+    if shape[:2] == padded[:2] or not len(det):
+        return det
+    h, w = shape[:2]
+    b = det.boxes.copy()
+    b[:, [0, 2]] = b[:, [0, 2]].clip(0, w)
+    b[:, [1, 3]] = b[:, [1, 3]].clip(0, h)
+    keep = (b[:, 2] - b[:, 0] >= 1) & (b[:, 3] - b[:, 1] >= 1)
+    return Detections(b[keep], det.scores[keep])
+
+
 class YoloDetector:
     """``detector=yolov5n|s|m``: an ultralytics YOLO checkpoint run on batches of crops."""
 
     def __init__(self, weights: str, name: str = "yolo", arch: str | None = None, imgsz: int = 704, conf: float = 0.25,
                  iou: float = 0.6, max_det: int = 1000, device: str = "auto", half: bool = False,
-                 native_scale: bool = True, scale: float = 1.0) -> None:
+                 native_scale: bool = True, scale: float = 1.0, canvas: Sequence[int] | None = None) -> None:
         check(isinstance(imgsz, int) and imgsz >= 32 and imgsz % 32 == 0,
               f"detector.imgsz must be a positive multiple of 32, got {imgsz!r}")
         check(isinstance(scale, (int, float)) and 0.25 <= scale <= 4,
               f"detector.scale must be a number in [0.25, 4] (input pixels per frame pixel), got {scale!r}")
+        check_canvas(canvas)
         check(0 <= conf <= 1, f"detector.conf must be in [0, 1], got {conf!r}")
         check(0 < iou <= 1, f"detector.iou must be in (0, 1], got {iou!r}")
         self.arch = arch  # architecture yaml, used by task=train_detector only
@@ -96,6 +116,10 @@ class YoloDetector:
         # A crop larger than imgsz (a whole 4K frame for Infer-4K, a big Elf crop) is detected at its
         # own size: shrinking it would lose the small pedestrians the model was trained to see.
         self.native_scale, self.scale = native_scale, float(scale)
+        # Crops that fit the canvas are padded to it (grey, bottom/right) and run at native scale x
+        # ``scale``: every tile of a frame, edge tiles too, then has one shape and goes through the
+        # network as one batch; a crop's input never depends on its batch mates.
+        self.canvas = (int(canvas[0]), int(canvas[1])) if canvas is not None else None
         self.device = resolve_device(device)
         self._model = None
         self.path = _weights_path(self.weights)
@@ -131,22 +155,38 @@ class YoloDetector:
         # (or a single crop) only to the stride: the same crop would get other detections depending
         # on its batch mates (tens of boxes differ). Predicting each shape as its own batch gives
         # every crop the letterbox it gets alone, so runners agree up to the float rounding of
-        # batched convolutions (which can still flip a marginal box); it is also faster on CPU.
+        # batched convolutions (which can still flip a marginal box). With a canvas, all crops that
+        # fit it share one shape, hence one call.
+        inputs = [self._on_canvas(c) for c in crops]
         groups: dict[tuple, list[int]] = {}
-        for k, c in enumerate(crops):
+        for k, c in enumerate(inputs):
             groups.setdefault(c.shape, []).append(k)
         out: list[Detections | None] = [None] * len(crops)
         for idx in groups.values():
             # `half` only when on: ultralytics 8.4 warns on every call that names it (now `quantize`)
-            results = model.predict([crops[k] for k in idx], imgsz=self._imgsz_for(crops[idx[0]].shape), conf=self.conf, iou=self.iou,
-                                    classes=[self._person], max_det=self.max_det, device=self.device,
-                                    verbose=False, **({"half": True} if self.half else {}))
+            results = model.predict([inputs[k] for k in idx], imgsz=self._imgsz_for(inputs[idx[0]].shape),
+                                    conf=self.conf, iou=self.iou, classes=[self._person], max_det=self.max_det,
+                                    device=self.device, verbose=False, **({"half": True} if self.half else {}))
             for k, r in zip(idx, results):
                 b = r.boxes
-                out[k] = Detections(b.xyxy.cpu().numpy(), b.conf.cpu().numpy())
+                out[k] = _inside(Detections(b.xyxy.cpu().numpy(), b.conf.cpu().numpy()), crops[k].shape, inputs[k].shape)
         return out
 
-    def _imgsz_for(self, shape: tuple) -> int:
+    def _on_canvas(self, crop: np.ndarray) -> np.ndarray:
+        """The crop padded to the canvas (ultralytics' letterbox grey), or as it is when there is no
+        canvas or it does not fit."""
+        if self.canvas is None:
+            return crop
+        (h, w), (ch, cw) = crop.shape[:2], self.canvas
+        if (h, w) == (ch, cw) or h > ch or w > cw:
+            return crop
+        out = np.full((ch, cw, crop.shape[2]), 114, crop.dtype)
+        out[:h, :w] = crop
+        return out
+
+    def _imgsz_for(self, shape: tuple) -> int | tuple[int, int]:
+        if self.canvas is not None and tuple(shape[:2]) == self.canvas:  # native x scale, no square letterbox
+            return tuple(-(-int(round(v * self.scale)) // 32) * 32 for v in self.canvas)
         side = int(round(max(shape[0], shape[1]) * self.scale))
         if not self.native_scale or side <= self.imgsz:
             return self.imgsz

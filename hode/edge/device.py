@@ -132,6 +132,9 @@ class DeviceLoop:
         try:
             if not turn.go.is_set() and not self._wait_turn(turn, active):
                 return False
+            if self.pacer.batched and len(jobs) > 1:  # batched inference: one detector call
+                ran = self._run_batch(jobs)
+                return True
             for k, job in enumerate(jobs):
                 if job.cancelled or self._stop.is_set():
                     break
@@ -167,6 +170,69 @@ class DeviceLoop:
                     del self._line[k]
                     return
 
+    def _run_batch(self, jobs: list[TileJob]) -> int:
+        """Batched inference: the request's tiles (decoded first) go through the detector in one
+        call, then each is paced in order to its own target on a running clock, so the request
+        takes the sum of its tiles' paced times (or the real batch time, if longer). Returns how
+        many tiles ran."""
+        todo = []
+        for job in jobs:
+            if job.cancelled or self._stop.is_set():
+                break
+            try:
+                job.resolve()
+            except DataError as e:  # this tile and the rest of the bad request are not run
+                job.error, job.bad_payload = str(e), True
+                break
+            except CancelledError:
+                job.cancelled = True
+                break
+            todo.append(job)
+        if not todo:
+            return 0
+        t0 = time.perf_counter()
+        try:
+            dets = self.detector.predict([j.image for j in todo])
+        except Exception as e:  # a detector failure fails the request, not the worker
+            log.exception("batch of %d tiles of frame %s failed", len(todo), todo[0].frame_id)
+            for j in todo:
+                j.error = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                j.started = j.finished = time.perf_counter()
+            with self._lock:
+                self._pending -= len(todo)
+            return len(todo)
+        share = (time.perf_counter() - t0) / len(todo)  # each tile's part of the batch's compute
+        deadline = started = t0
+        for k, (job, det) in enumerate(zip(todo, dets)):
+            job.in_batch, job.detections, job.compute_s, job.started = k > 0, det, share, started
+            deadline += self._pace(job, deadline)
+            started = job.finished
+            with self._lock:
+                self._pending -= 1
+        return len(todo)
+
+    def _pace(self, job: TileJob, since: float) -> float:
+        """Wait until ``since`` + the tile's paced time (or the caller leaves, or the worker stops),
+        set ``finished`` and the loop's figures; return the paced time."""
+        h, w = job.image.shape[:2]
+        target = self.pacer.target_s(h * w, job.frame_id, job.compute_s, job.time_scale, job.in_batch)
+        if job.time_scale > 0:
+            self.last_scale = job.time_scale
+        job.overrun = self.pacer.emulated and job.compute_s > target
+        deadline = since + target
+        # The caller going away (deadline, cancel) ends the wait: a stale tile must not hold the device.
+        while (left := deadline - time.perf_counter()) > 0 and not self._stop.is_set() and not job.cancelled:
+            self._stop.wait(min(left, self.POLL_S))
+        job.finished = time.perf_counter()
+        service = job.service_s
+        self.processed += 1
+        self.busy_s += service
+        self.overruns += int(job.overrun)
+        if job.finished >= deadline:  # one cut short by a cancel says nothing about this device's speed
+            rate = 1.0 / max(service, 1e-6)
+            self.speed = rate if self.speed <= 0 else (1 - self.alpha) * self.speed + self.alpha * rate
+        return target
+
     def _run_one(self, job: TileJob) -> None:
         try:
             job.resolve()
@@ -187,21 +253,4 @@ class DeviceLoop:
         job.started = time.perf_counter()
         job.detections = self.detector.predict([job.image])[0]
         job.compute_s = time.perf_counter() - job.started
-        h, w = job.image.shape[:2]
-        target = self.pacer.target_s(h * w, job.frame_id, job.compute_s, job.time_scale, job.in_batch)
-        if job.time_scale > 0:
-            self.last_scale = job.time_scale
-        job.overrun = self.pacer.emulated and job.compute_s > target
-        deadline = job.started + target
-        # The caller going away (deadline, cancel) ends the wait: a stale tile must not hold the device.
-        while (left := deadline - time.perf_counter()) > 0 and not self._stop.is_set() and not job.cancelled:
-            self._stop.wait(min(left, self.POLL_S))
-        job.finished = time.perf_counter()
-        service = job.service_s
-        self.processed += 1
-        self.busy_s += service
-        self.overruns += int(job.overrun)
-        if job.finished < deadline:  # cut short by a cancel: says nothing about this device's speed
-            return
-        rate = 1.0 / max(service, 1e-6)
-        self.speed = rate if self.speed <= 0 else (1 - self.alpha) * self.speed + self.alpha * rate
+        self._pace(job, job.started)
