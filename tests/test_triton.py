@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,23 +71,23 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    """Two servers started at once: ``a`` serves yolov5n (shared by every test), ``b`` yolov5n and
-    ``fixed``, a yolov5n that only takes 320x320 inputs (the shape-mismatch case), both taking at
-    most 2 tiles per request; ``b`` is killed last."""
+def server(tmp_path_factory):
+    """One server started by the test: yolov5n, and ``fixed``, a yolov5n that only takes 320x320 inputs
+    (the shape-mismatch case), both taking at most 2 tiles per request; it is killed last. The runs'
+    other nodes name no url, so ``runner=triton`` starts their servers itself."""
     work = tmp_path_factory.mktemp("triton")
-    a, b = Server(work, "yolov5n"), Server(work, "yolov5n", "fixed=yolov5n@320x320", max_batch=2)
+    b = Server(work, "yolov5n", "fixed=yolov5n@320x320", max_batch=2)
     try:
-        a.wait_ready()
         b.wait_ready()
-        yield a, b
+        yield b
     finally:
-        a.stop()
         b.stop()
 
 
-def nodes(*urls: str, model: str = "yolov5n") -> str:
-    return "topology.nodes=[" + ",".join(f"{{name: n{i}, model: {model}, url: '{u}'}}" for i, u in enumerate(urls)) + "]"
+def nodes(*urls: str | None, model: str = "yolov5n") -> str:
+    """A topology override; a node whose url is None gets a server started by the run."""
+    return "topology.nodes=[" + ",".join(f"{{name: n{i}, model: {model}" + (f", url: '{u}'}}" if u else "}")
+                                         for i, u in enumerate(urls)) + "]"
 
 
 def predictions(run: Path) -> dict[int, list]:
@@ -96,18 +97,23 @@ def predictions(run: Path) -> dict[int, list]:
     return {k: sorted(v) for k, v in per.items()}
 
 
-def test_run_py_triton_detections_equal_inline(servers, tmp_path):
-    """The documented command: the same frames through runner=triton and runner=inline give the same
-    boxes and scores (the server's detector has the same settings; one node, one request per frame,
-    so the batches are the same as inline's)."""
-    a, _ = servers
-    common = [*SMALL, "dataset.frames=2", "runner.in_flight=1"]
-    _, tri = run_py(tmp_path / "triton", *common, "runner=triton", nodes(a.url))
-    _, inl = run_py(tmp_path / "inline", *common, "runner=inline", "topology=single")
+def test_run_py_triton_detections_equal_inline(tmp_path):
+    """The documented command on a node without url: the run starts a real server for it on
+    loopback, and the same frames through runner=triton and runner=inline give the same boxes and
+    scores (the server's detector has the run's settings; one node, one request per frame, so the
+    batches are the same as inline's). The server is gone after the run."""
+    common = [*SMALL, "dataset.frames=2", "runner.in_flight=1", "topology=single"]
+    _, tri = run_py(tmp_path / "triton", *common, "runner=triton")
+    _, inl = run_py(tmp_path / "inline", *common, "runner=inline")
     assert tri["runner"]["name"] == "triton" and tri["frames"] == inl["frames"] == 2
     assert tri["runner"]["detector_mismatches"] == {}
     assert tri["tiles"] == inl["tiles"] and tri["nodes"][0]["items"] == tri["tiles"]["processed"] > 0
     assert tri["nodes"][0]["server"]["requests"] > 0  # Triton's statistics endpoint was read
+    log = next((tmp_path / "triton" / "triton").glob("triton-*.log")).read_text()
+    assert "Started GRPCInferenceService at 127.0.0.1:" in log  # a real server, on loopback only
+    port = int(tri["nodes"][0]["url"].rsplit(":", 1)[1])
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # stopped with the run
     pt, pi = predictions(tmp_path / "triton"), predictions(tmp_path / "inline")
     assert pt.keys() == pi.keys() and sum(map(len, pi.values())) > 0
     for frame in pi:
@@ -116,9 +122,9 @@ def test_run_py_triton_detections_equal_inline(servers, tmp_path):
     assert tri["map50"] == pytest.approx(inl["map50"], abs=1e-9)
 
 
-def test_requests_respect_the_models_max_batch_size(servers):
+def test_requests_respect_the_models_max_batch_size(server):
     """Five tiles for a node whose model takes at most 2 per request: three requests, all answered."""
-    _, b = servers
+    b = server
     backend = TritonBackend(Topology([{"name": "b", "model": "yolov5n", "url": b.url}]))
     backend.start()
     try:
@@ -133,8 +139,8 @@ def test_requests_respect_the_models_max_batch_size(servers):
         backend.close()
 
 
-def test_wrong_url_model_and_shape_are_one_line_errors(servers, tmp_path):
-    a, b = servers
+def test_wrong_url_model_and_shape_are_one_line_errors(server, tmp_path):
+    b = server
     proc, _ = run_py(tmp_path / "run", *SMALL, "dataset.frames=1", "runner=triton",
                      nodes(f"127.0.0.1:{free_port()}"), expect_rc=2)
     lines = error_lines(proc)
@@ -147,26 +153,27 @@ def test_wrong_url_model_and_shape_are_one_line_errors(servers, tmp_path):
         backend.close()
         return str(e.value)
 
-    msg = start({"name": "x", "model": "yolov5n", "url": a.url, "triton_model": "nope"})
-    assert "model 'nope' is not loaded on the server (loaded: yolov5n)" in msg and "\n" not in msg
+    msg = start({"name": "x", "model": "yolov5n", "url": b.url, "triton_model": "nope"})
+    assert "model 'nope' is not loaded on the server (loaded: fixed, yolov5n)" in msg and "\n" not in msg
     msg = start({"name": "y", "model": "yolov5n", "url": b.url, "triton_model": "fixed"})
     assert "608x704 tile was refused" in msg and "Expected [-1,320,320,3], got [1,608,704,3]" in msg
     assert "\n" not in msg and "NOTE" not in msg
 
 
-def test_server_killed_mid_run_loses_no_frame(servers, tmp_path):
-    """Two servers; ``b`` is SIGKILLed once it has answered real tiles: the run completes every
-    frame and tile, ``b`` is marked down and its tiles went to ``a``."""
-    a, b = servers
+def test_server_killed_mid_run_loses_no_frame(server, tmp_path):
+    """Two servers, one the run starts itself (n0) and the test's ``b`` (n1); ``b`` is SIGKILLed once
+    it has answered real tiles: the run completes every frame and tile, ``b`` is marked down and its
+    tiles went to n0."""
+    b = server
     frames = 8
     run = tmp_path / "run"
     before = b.requests("yolov5n")
     env = {**os.environ, "WANDB_MODE": "offline"}
     proc = subprocess.Popen([sys.executable, "run.py", *SMALL, f"dataset.frames={frames}", "runner=triton",
-                             nodes(a.url, b.url), f"hydra.run.dir={run}"], cwd=ROOT, env=env,
+                             nodes(None, b.url), f"hydra.run.dir={run}"], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # the run starts n0's server first
         while b.requests("yolov5n") < before + 4:  # the start-up probes (2) and two real requests
             assert proc.poll() is None and time.monotonic() < deadline, "the run ended before b was killed"
             time.sleep(0.05)

@@ -27,8 +27,8 @@ def test_settings_refuse_bad_values(settings, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_node_without_url_fails_the_start_in_one_line():
-    backend = TritonBackend(Topology([{"name": "a", "model": "yolov5n"}]))  # instantiates (config checks)
+def test_node_without_url_fails_the_start_in_one_line_when_no_local_server_may_start():
+    backend = TritonBackend(Topology([{"name": "a", "model": "yolov5n"}]), local_servers=False)  # instantiates
     with pytest.raises(ConfigError, match="topology node 'a' needs url: host:port"):
         backend.start()
 

@@ -25,6 +25,7 @@ from hode.cluster.failover import FailoverPolicy, FaultLog, Slowness, Tracker, i
 from hode.cluster.topology import Topology
 from hode.cluster.triton.client import TritonError, TritonNode, message, node_url, status_name
 from hode.cluster.triton.health import Supervisor
+from hode.cluster.triton.local import LocalServers, run_subdir
 from hode.cluster.triton.settings import TritonSettings
 from hode.errors import ConfigError, check
 from hode.types import Completion, NodeState, WorkItem
@@ -77,14 +78,23 @@ class TritonBackend:
         self.supervisor = Supervisor(self)
         self._started = self._closed = False
         self.server_stats: list[dict] = []
+        self.local: LocalServers | None = None  # servers this run started (nodes without url)
 
     # ----- the Backend seam --------------------------------------------------------------------
 
     def start(self) -> None:
         check(not self._started, "TritonBackend.start() called twice")
         self._started = True
+        try:
+            self._start()
+        except BaseException:  # the servers this run started must not outlive a failed start
+            self.close()
+            raise
+
+    def _start(self) -> None:
         s = self.settings
-        urls = [node_url(n, "runner=triton") for n in self.topology]
+        started = self._start_local_servers()
+        urls = [started.get(n.name) or node_url(n, "runner=triton") for n in self.topology]
         self.links = [Link(i, n, TritonNode(n.name, u, str(n.extra.get("triton_model", n.model))))
                       for i, (n, u) in enumerate(zip(self.topology, urls))]
         for link in self.links:  # sequential: a wrong url or model fails the start in one line
@@ -94,6 +104,16 @@ class TritonBackend:
         self._compare_detectors()
         self.supervisor.start()
         log.info("triton cluster up: %s", ", ".join(f"{l.node.name}@{l.client.url}" for l in self.links))
+
+    def _start_local_servers(self) -> dict[str, str]:
+        """Servers on this machine for the nodes that name no url (``local_servers``)."""
+        s = self.settings
+        bare = [n for n in self.topology if not (n.extra.get("url") or (n.host and n.port))]
+        if not (s.local_servers and bare):
+            return {}
+        self.local = LocalServers(bare, self._detector, run_subdir(s.log_dir, "triton"), s.torch_threads,
+                                  s.start_timeout_s)
+        return self.local.start()
 
     def _compare_detectors(self) -> None:
         """Warn when a server's detector settings differ from what this run's ``detector`` would use
@@ -292,3 +312,5 @@ class TritonBackend:
         self.supervisor.close()
         for l in self.links:
             l.client.close()
+        if self.local is not None:
+            self.local.close()
