@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from hode.cluster.triton.backend import TritonBackend
 from hode.cluster.triton.client import TritonNode
 from hode.cluster.triton.serve import free_port
 from hode.config import ROOT
+from hode.tasks.profile import cpu_name
 from hode.types import WorkItem
 
 
@@ -46,16 +46,6 @@ def tile_image() -> np.ndarray:
 
     frame = next(iter(SyntheticCrowd(width=1024, height=768, frames=1, seed=5)))
     return np.ascontiguousarray(frame.image[100:708, 200:904])  # 608 x 704: a padded 512 tile
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def start_servers(n: int, work: Path, threads: int, max_batch: int) -> list[tuple[subprocess.Popen, str]]:
@@ -161,7 +151,7 @@ def main() -> None:
                        workers={"torch_threads": args.threads, "log_dir": str(out / "workers")})
     tri = TritonBackend(Topology([{"name": f"t{i}", "model": "yolov5n", "url": url} for i, (_, url) in enumerate(servers)]),
                         batch=0)
-    res: dict = {"machine": f"{cpu_model()}, {os.cpu_count()} CPUs (shared with other jobs), no GPU",
+    res: dict = {"machine": f"{cpu_name()}, {os.cpu_count()} CPUs (shared with other jobs), no GPU",
                  "nodes": n, "torch_threads": args.threads, "tile": list(image.shape), "live_encoding": args.encoding}
     try:
         live.start()

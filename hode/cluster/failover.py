@@ -78,6 +78,18 @@ def item_units(pixels: int) -> float:
     return max(pixels / TILE_PIXELS, 0.25)
 
 
+def by_node(items: Sequence[WorkItem], assignment: Sequence[int], nodes: int) -> dict[int, list[WorkItem]]:
+    """A scheduler's assignment as each node's items, in order; a node index outside the topology is
+    a configuration mistake (a scheduler built for another topology)."""
+    from hode.errors import ConfigError
+
+    out: dict[int, list[WorkItem]] = {}
+    for item, node in zip(items, assignment):
+        check(0 <= node < nodes, f"assignment names node {node}, topology has {nodes}", ConfigError)
+        out.setdefault(node, []).append(item)
+    return out
+
+
 def expected_service_s(state: NodeState) -> float:
     return 1.0 / max(state.speed, 1e-6)
 

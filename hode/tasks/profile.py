@@ -53,7 +53,8 @@ def _time(fn, warmup: int, runs: int) -> list[float]:
     return out
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """This machine's processor, as /proc/cpuinfo names it (for the record of where a figure was measured)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -128,7 +129,7 @@ def main(cfg: DictConfig) -> dict:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     import torch
 
-    where = f"{_cpu_name()}, {torch.get_num_threads()} torch threads, load average {load:.1f} at start"
+    where = f"{cpu_name()}, {torch.get_num_threads()} torch threads, load average {load:.1f} at start"
     timings = {}
     for model in t.models:
         log.info("profiling %s", model)

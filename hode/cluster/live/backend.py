@@ -14,7 +14,7 @@ from typing import Sequence
 
 from omegaconf import DictConfig
 
-from hode.cluster.failover import FailoverPolicy, events_list, item_units
+from hode.cluster.failover import FailoverPolicy, by_node, events_list, item_units
 from hode.cluster.live.links import Link
 from hode.cluster.live.settings import (EmulationSettings, HealthSettings, TransportSettings, WorkerSettings,
                                         from_config)
@@ -26,7 +26,7 @@ from hode.profiles import LoadTrace
 from hode.cluster.topology import Topology
 from hode.edge.process import WorkerError
 from hode.edge.security import EdgeSecurity
-from hode.errors import ConfigError, check
+from hode.errors import check
 from hode.types import Completion, NodeState, WorkItem
 
 log = logging.getLogger(__name__)
@@ -136,12 +136,7 @@ class LiveBackend:
     def submit(self, frame_id: int, items: Sequence[WorkItem], assignment: Sequence[int]) -> None:
         check(self._started and not self._closed, "LiveBackend.submit() before start() or after close()")
         t = self.now()
-        per_node: dict[int, list[WorkItem]] = {}
-        for item, node in zip(items, assignment):
-            check(0 <= node < len(self._links), f"assignment names node {node}, topology has {len(self._links)}",
-                  ConfigError)
-            per_node.setdefault(node, []).append(item)
-        for node, its in per_node.items():
+        for node, its in by_node(items, assignment, len(self._links)).items():
             link = self._links[node]
             unit_s, ahead = link.expected_s(), link.load.pending_units
             for it in its:

@@ -21,13 +21,13 @@ from collections import deque
 from dataclasses import asdict
 from typing import Sequence
 
-from hode.cluster.failover import FailoverPolicy, FaultLog, Slowness, Tracker, item_units
+from hode.cluster.failover import FailoverPolicy, FaultLog, Slowness, Tracker, by_node, item_units
 from hode.cluster.topology import Topology
 from hode.cluster.triton.client import TritonError, TritonNode, message, node_url, status_name
 from hode.cluster.triton.health import Supervisor
 from hode.cluster.triton.local import LocalServers, run_subdir
 from hode.cluster.triton.settings import TritonSettings
-from hode.errors import ConfigError, check
+from hode.errors import check
 from hode.types import Completion, NodeState, WorkItem
 
 log = logging.getLogger(__name__)
@@ -150,12 +150,7 @@ class TritonBackend:
     def submit(self, frame_id: int, items: Sequence[WorkItem], assignment: Sequence[int]) -> None:
         check(self._started and not self._closed, "TritonBackend.submit() before start() or after close()")
         t = self.now()
-        per_node: dict[int, list[WorkItem]] = {}
-        for item, node in zip(items, assignment):
-            check(0 <= node < len(self.links), f"assignment names node {node}, topology has {len(self.links)}",
-                  ConfigError)
-            per_node.setdefault(node, []).append(item)
-        for node, its in per_node.items():
+        for node, its in by_node(items, assignment, len(self.links)).items():
             link = self.links[node]
             unit_s, ahead = link.expected_s(), link.pending_units
             for it in its:
