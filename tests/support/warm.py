@@ -12,6 +12,7 @@ third-party packages are preloaded (nothing of hode), so every run imports the p
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -106,7 +107,17 @@ def _get_server() -> subprocess.Popen:
         _server = subprocess.Popen([sys.executable, "-c", SERVER], cwd=ROOT, stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=_log, text=True, bufsize=1)
         _server_env = spawn, _read_reply(_server, 600, _server.kill)  # ultralytics & co. set variables on import
+        atexit.register(_stop, _server)
     return _server
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """End of the session: the server exits when its stdin closes."""
+    try:
+        server.stdin.close()
+        server.wait(10)
+    except (OSError, subprocess.TimeoutExpired):
+        server.kill()
 
 
 def _read_reply(server: subprocess.Popen, timeout: float | None, on_timeout) -> dict:
