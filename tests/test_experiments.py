@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from hode.sweep import SweepJob, job_overrides
-from hode.config import CONF_DIR, ROOT, build, options
+from hode.config import CONF_DIR, build, options
+
+from support.run import run_py
 
 FIGURES = ["fig2", "fig3", "fig8", "fig9", "fig11", "fig11_real", "fig12", "fig12_real", "fig13"]
 VTEST_FRAMES = 795  # hode/assets.py: vtest.avi, 795 frames at 10 fps
@@ -182,10 +183,9 @@ def test_job_json_never_keeps_a_secret_typed_on_the_command_line(tmp_path: Path)
 
 
 def _sweep(tmp: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "run.py"), "-m", "+experiment=smoke", "logger=none", f"hydra.sweep.dir={tmp}",
-           "dataset.width=512", "dataset.height=384", "dataset.frames=1", "hydra.sweeper.params.seed=0",
-           "tiling.pad=[16,16],[600,10]", *extra]
-    return subprocess.run(cmd, cwd=str(ROOT), capture_output=True, text=True, timeout=240)
+    return run_py(None, "-m", "+experiment=smoke", "logger=none", f"hydra.sweep.dir={tmp}", "dataset.width=512",
+                  "dataset.height=384", "dataset.frames=1", "hydra.sweeper.params.seed=0", "tiling.pad=[16,16],[600,10]",
+                  *extra, expect_rc=None, timeout=240)[0]
 
 
 @pytest.mark.slow

@@ -1,4 +1,7 @@
-"""``python run.py`` as a user runs it: a subprocess from the repo root, and the results.json it wrote."""
+"""``python run.py`` as a user runs it: a process of its own in the repo root, and the results.json it wrote.
+
+The process is a fork of a server that imported torch & co. once (tests/support/warm.py), unless
+``HODE_TEST_COLD_RUN=1``: then a cold ``python run.py``."""
 from __future__ import annotations
 
 import json
@@ -8,6 +11,8 @@ import sys
 from pathlib import Path
 
 from hode.config import ROOT
+
+from support import warm
 
 
 def run_py(run_dir: Path | None, *overrides: str, expect_rc: int | None = 0, env: dict[str, str | None] | None = None,
@@ -25,8 +30,11 @@ def run_py(run_dir: Path | None, *overrides: str, expect_rc: int | None = 0, env
         else:
             full_env[key] = value
     argv = [*overrides] + ([f"hydra.run.dir={run_dir}"] if run_dir is not None else [])
-    proc = subprocess.run([sys.executable, "run.py", *argv], cwd=ROOT, capture_output=True, text=text,
-                          timeout=timeout, env=full_env)
+    if warm.enabled(full_env):  # a fork of a process that imported torch & co. once (tests/support/warm.py)
+        proc = warm.run(argv, full_env, timeout, text=text)
+    else:
+        proc = subprocess.run([sys.executable, "run.py", *argv], cwd=ROOT, capture_output=True, text=text,
+                              timeout=timeout, env=full_env)
     if expect_rc is not None:
         assert proc.returncode == expect_rc, (proc.returncode, proc.stderr[-3000:])
     results_file = Path(run_dir) / "results.json" if run_dir is not None else None
