@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -97,18 +98,22 @@ def test_a_ray_sweep_writes_the_results_and_report_of_the_joblib_sweep(tmp_path:
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's sockets need a short path
     env = {**os.environ, "RAY_TMPDIR": ray_tmp, "WANDB_MODE": "offline"}
     sweeps = {"ray": ["hydra/launcher=ray", "hydra.launcher.init.num_cpus=2"], "joblib": []}
-    out = {}
+    out, pids = {}, {}
     try:
         for name, launcher in sweeps.items():  # Ray first: its jobs fill the shared cache, joblib's replay it
-            p = subprocess.run([sys.executable, "run.py", "-m", *common, *launcher, f"hydra.sweep.dir={tmp_path / name}"],
-                               cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-            assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
-            out[name] = p.stdout + p.stderr
-            assert f"sweep {tmp_path / name}: 2 jobs, 2 ok, 0 failed" in p.stdout
+            p = subprocess.Popen([sys.executable, "run.py", "-m", *common, *launcher, f"hydra.sweep.dir={tmp_path / name}"],
+                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout, stderr = p.communicate(timeout=240)
+            assert p.returncode == 0, stdout[-2000:] + stderr[-3000:]
+            out[name] = stdout + stderr
+            pids[name] = p.pid
+            assert f"sweep {tmp_path / name}: 2 jobs, 2 ok, 0 failed" in stdout
             assert reports_main([str(tmp_path / name), "--wandb", "off", "--no-pdf"]) == 0
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    assert "Ray launcher: 2 jobs on a local Ray instance" in out["ray"] and "(_run_job pid=" in out["ray"]  # Ray's workers ran them
+    assert "Ray launcher: 2 jobs on a local Ray instance" in out["ray"]
+    workers = [int(pid) for pid in re.findall(r"#[01] ran on 127\.0\.0\.1 in Ray worker pid (\d+)", out["ray"])]
+    assert len(workers) == 2 and pids["ray"] not in workers  # Ray's worker processes ran them, not the driver
     assert "reachable from other machines" not in out["ray"]  # the instance listened on 127.0.0.1 only
     assert "Joblib.Parallel(n_jobs=2" in out["joblib"]
     for job in ("0", "1"):

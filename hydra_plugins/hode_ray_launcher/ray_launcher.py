@@ -29,8 +29,9 @@ LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def _run_job(hydra_context: HydraContext, sweep_config: DictConfig, task_function: TaskFunction,
-             singleton_state: dict, cwd: str) -> JobReturn:
-    """One job, in a Ray worker: Hydra's state as the driver had it, the driver's working directory."""
+             singleton_state: dict, cwd: str) -> tuple[str, int, JobReturn]:
+    """One job, in a Ray worker: Hydra's state as the driver had it, the driver's working directory.
+    Returns where it ran (node address, worker pid) with its result, for the driver's log."""
     from hydra.core.hydra_config import HydraConfig
 
     setup_globals()
@@ -38,8 +39,11 @@ def _run_job(hydra_context: HydraContext, sweep_config: DictConfig, task_functio
     HydraConfig.instance().set_config(sweep_config)
     if os.path.isdir(cwd):  # relative paths in the config mean what they mean on the driver
         os.chdir(cwd)
-    return run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
-                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    import ray
+
+    ret = run_job(hydra_context=hydra_context, task_function=task_function, config=sweep_config,
+                  job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+    return ray.util.get_node_ip_address(), os.getpid(), ret
 
 
 class RayLauncher(Launcher):
@@ -106,7 +110,12 @@ class RayLauncher(Launcher):
                     cfg.hydra.job.id = f"ray_{num}"
                     cfg.hydra.job.num = num
                 refs.append(remote.remote(self.hydra_context, cfg, self.task_function, state, cwd))
-            return [ray.get(r) for r in refs]
+            out = []
+            for num, ref in enumerate(refs, initial_job_idx):
+                node, pid, ret = ray.get(ref)
+                log.info(f"\t#{num} ran on {node} in Ray worker pid {pid}")
+                out.append(ret)
+            return out
         finally:
             if started:
                 ray.shutdown()
