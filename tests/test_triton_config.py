@@ -52,3 +52,46 @@ def test_model_config_names_the_runners_tensors_and_fixed_sizes():
                                                                 ("big", "yolov5s", (608, 704))]
     with pytest.raises(ConfigError, match="must be HxW"):
         parse_models(["x=yolov5n@big"])
+
+
+PARENT = r"""
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c",
+    "import os; from hode.cluster.triton.serve import exit_with_parent; "
+    "exit_with_parent(os.getppid()); os.execvp('sleep', ['sleep', '60'])"])
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_local_server_exits_with_the_camera_even_after_sigkill():
+    """What ``serve --parent-pid`` arms before it becomes tritonserver: the kernel's parent-death signal,
+    which survives ``exec`` (here into ``sleep``); SIGKILL of the parent ends the child within seconds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from hode.config import ROOT
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        deadline = time.monotonic() + 20
+        while open(f"/proc/{child}/comm").read().strip() != "sleep":  # armed, then exec'd
+            assert time.monotonic() < deadline, "the child never reached exec"
+            time.sleep(0.05)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{child}") and "Z" not in open(f"/proc/{child}/stat").read().split()[2]:
+            assert time.monotonic() < deadline, "the child outlived its SIGKILLed parent"
+            time.sleep(0.05)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

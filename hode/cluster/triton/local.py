@@ -6,6 +6,7 @@ detector settings, started at once, waited for until ready, and stopped with the
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -63,7 +64,7 @@ class LocalServer:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "hode.cluster.triton.serve", "--grpc-port", str(self.port),
                  "--workdir", str(work / f"server-{node_name}"), "--torch-threads", str(torch_threads),
-                 "--model", model, *sets],
+                 "--parent-pid", str(os.getpid()), "--model", model, *sets],
                 stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)  # Ctrl-C is the run's to handle
 
     def wait_ready(self, deadline: float) -> None:

@@ -82,6 +82,21 @@ def stub_env(dist: Path, torch_threads: int = 0) -> dict[str, str]:
     return env
 
 
+def exit_with_parent(parent_pid: int) -> None:
+    """Have the kernel send SIGTERM to this process (and to the server it becomes: the setting
+    survives ``exec``) when its parent dies, so a camera killed with SIGKILL leaves no server behind."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the camera's own shutdown is the only guard
+        return
+    if os.getppid() != parent_pid:  # the parent died before the setting took effect
+        raise SystemExit(0)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -108,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--metrics-port", type=int, default=0, help="Prometheus metrics port; 0: metrics off")
     p.add_argument("--workdir", type=Path, default=None, help="where the repository goes; default: a temp folder")
     p.add_argument("--verbose", type=int, default=0, help="tritonserver --log-verbose level")
+    p.add_argument("--parent-pid", type=int, default=0,
+                   help="exit when this process (the camera that started the server) is gone, even by SIGKILL")
     repo.add_arguments(p)
     args = p.parse_args(argv)
     dist = server_dir()
@@ -118,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     port = args.grpc_port or free_port(args.host)
     cmd = command(dist, repository, backends, args.host, port, args.metrics_port, args.verbose)
     print(f"tritonserver: grpc {args.host}:{port}, models in {repository}", flush=True)
+    if args.parent_pid:
+        exit_with_parent(args.parent_pid)
     os.execve(cmd[0], cmd, stub_env(dist, args.torch_threads))  # this process becomes the server: signals reach it directly
     return 0  # not reached
 
