@@ -39,7 +39,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -47,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hode import assets  # noqa: E402
 from hode.config import compose_config  # noqa: E402
-from hode.data.video import resize  # noqa: E402
+from hode.data.video import read_frames, resize  # noqa: E402
 from hode.errors import HodeError  # noqa: E402
 from hode.score import load_truth, score  # noqa: E402
 from hode.tasks.run import build_pipeline  # noqa: E402
@@ -68,26 +67,6 @@ HARNESS = {
     "tiled1024": ["filter=none", *T1024],
     "hode1024": ["filter=st", *T1024],
 }
-
-
-def read_frames(video: Path, wanted: set[int]) -> dict[int, np.ndarray]:
-    """Native frames with these 0-based numbers, decoded in order (no seeking: exact numbers)."""
-    cap = cv2.VideoCapture(str(video))
-    out, n = {}, 0
-    try:
-        while len(out) < len(wanted):
-            ok, image = cap.read()
-            if not ok:
-                break
-            if n in wanted:
-                out[n] = image
-            n += 1
-    finally:
-        cap.release()
-    missing = sorted(wanted - set(out))
-    if missing:
-        raise HodeError(f"{video}: frames {missing[:5]} could not be decoded")
-    return out
 
 
 class SahiRunner:

@@ -21,32 +21,18 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hode.assets import fetch  # noqa: E402
+from hode.data.video import read_frames  # noqa: E402
 from hode.detect.yolo import YoloDetector  # noqa: E402
 from hode.errors import HodeError  # noqa: E402
 from hode.score import load_truth, score  # noqa: E402
 from hode.tiling import Tiler, merge  # noqa: E402
 
 MODES = ("frame@640", "frame@1024", "tiles512")
-
-
-def truth_frames(video: Path, ids: set[int]) -> dict[int, np.ndarray]:
-    """The frames with these 0-based numbers, read in order (no seeking: exact frame numbers)."""
-    cap = cv2.VideoCapture(str(video))
-    out, n = {}, 0
-    while len(out) < len(ids):
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if n in ids:
-            out[n] = frame
-        n += 1
-    return out
 
 
 def detect(det: YoloDetector, frame: np.ndarray, mode: str, tiler: Tiler):
@@ -82,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise HodeError(f"unknown mode(s) {bad} (choose from {', '.join(MODES)})")
         truth = load_truth(a.truth)
-        frames = truth_frames(fetch(a.footage), {im["id"] for im in truth["images"]})
+        frames = read_frames(fetch(a.footage), {im["id"] for im in truth["images"]})
         tiler = Tiler(512, (96, 48), 0.5)
         rows = []
         print(f"{'detector':<9} {'mode':<11} {'AP50':>6} {'AP50@conf':>9} {'recall':>7} {'max rec':>7} "

@@ -3,6 +3,7 @@ measured of them. Shared by ``runner=sim`` (:mod:`hode.cluster.sim`) and the DQN
 (:mod:`hode.schedule.env`)."""
 from __future__ import annotations
 
+import queue
 from collections import deque
 from itertools import repeat
 from typing import Sequence
@@ -13,6 +14,25 @@ from hode.cluster.topology import Topology
 from hode.errors import check
 from hode.profiles import TILE_PIXELS, LoadTrace, load_profile
 from hode.types import NodeState
+
+def drain(done: "queue.Queue", timeout: float | None) -> list:
+    """Everything ``done`` holds, waiting up to ``timeout`` s for the first entry (None: for ever, 0:
+    not at all). Entries are lists of completions; an exception put there by another thread (a
+    run-ending failure) is raised here, on the camera's thread."""
+    out: list = []
+    try:
+        got = done.get(timeout=timeout) if timeout is None or timeout > 0 else done.get_nowait()
+    except queue.Empty:
+        return out
+    while True:
+        if isinstance(got, BaseException):
+            raise got
+        out.extend(got)
+        try:
+            got = done.get_nowait()
+        except queue.Empty:
+            return out
+
 
 NOISE_BLOCK = 4096  # standard normals drawn per node at a time (one Generator call, not one per item)
 

@@ -66,6 +66,26 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def read_frames(video: Path | str, wanted: set[int]) -> dict[int, np.ndarray]:
+    """Native frames with these 0-based numbers, decoded in order (no seeking: exact numbers)."""
+    cap = cv2.VideoCapture(str(video))
+    out, n = {}, 0
+    try:
+        while len(out) < len(wanted):
+            ok, image = cap.read()
+            if not ok:
+                break
+            if n in wanted:
+                out[n] = image
+            n += 1
+    finally:
+        cap.release()
+    missing = sorted(wanted - set(out))
+    if missing:
+        raise DataError(f"{video}: frames {missing[:5]} could not be decoded")
+    return out
+
+
 def _truncated(path: Path) -> bool:
     """True when a JPEG or PNG file lacks its end marker (OpenCV would decode it half grey)."""
     suffix = path.suffix.lower()

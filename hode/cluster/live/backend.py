@@ -23,6 +23,7 @@ from hode.cluster.live.transport import Reports, Transport
 from hode.cluster.live.workers import Workers, check_chaos
 from hode.cluster.live_checks import emulation_report
 from hode.profiles import LoadTrace
+from hode.cluster.queues import drain
 from hode.cluster.topology import Topology
 from hode.edge.process import WorkerError
 from hode.edge.security import EdgeSecurity
@@ -149,21 +150,10 @@ class LiveBackend:
 
     def poll(self, timeout: float | None = None) -> list[Completion]:
         """Finished items; waits up to ``timeout`` s for the first one. A run-ending failure raises."""
-        out: list[Completion] = []
-        try:
-            got = self._done.get(timeout=timeout) if timeout is None or timeout > 0 else self._done.get_nowait()
-        except queue.Empty:
-            if not self.policy.enabled:
-                self.workers.check_alive()
-            return out
-        while True:
-            if isinstance(got, BaseException):
-                raise got
-            out.extend(got)
-            try:
-                got = self._done.get_nowait()
-            except queue.Empty:
-                return out
+        out = drain(self._done, timeout)
+        if not out and not self.policy.enabled:
+            self.workers.check_alive()
+        return out
 
     def _raise_pending(self) -> None:
         """A run-ending error the callbacks queued (used while waiting outside poll)."""

@@ -22,6 +22,7 @@ from dataclasses import asdict
 from typing import Sequence
 
 from hode.cluster.failover import FailoverPolicy, FaultLog, Slowness, Tracker, by_node, item_units
+from hode.cluster.queues import drain
 from hode.cluster.topology import Topology
 from hode.cluster.triton.client import TritonError, TritonNode, message, node_url, status_name
 from hode.cluster.triton.health import Supervisor
@@ -259,19 +260,7 @@ class TritonBackend:
                 self.supervisor.redispatch(f, why)
 
     def poll(self, timeout: float | None = None) -> list[Completion]:
-        out: list[Completion] = []
-        try:
-            got = self._done.get(timeout=timeout) if timeout is None or timeout > 0 else self._done.get_nowait()
-        except queue.Empty:
-            return out
-        while True:
-            if isinstance(got, BaseException):
-                raise got
-            out.extend(got)
-            try:
-                got = self._done.get_nowait()
-            except queue.Empty:
-                return out
+        return drain(self._done, timeout)
 
     def fail(self, error: BaseException) -> None:
         """A run-ending error found off the camera's thread (raised by the next ``poll``)."""
