@@ -72,11 +72,17 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_deploy(args, out: Path) -> int:
     launcher = launcher_for(args.overrides, out)
     endpoints = launcher.deploy()
-    tunnels = {w.name for w in launcher.workers if w.tunnel}
     for w in launcher.workers:
         state = "already running" if w.name in launcher.adopted else "started"
-        host, port = (w.host.host, w.port) if w.name in tunnels else endpoints[w.name]
-        note = " (loopback of the host: reach it through ssh -L, or let runner=live deploy it)" if w.name in tunnels else ""
+        if w.triton:  # a url for runner=triton's `url:`; on the host's loopback unless insecure
+            where = w.host.host if w.bind in ("0.0.0.0", "::") else w.bind
+            note = (f" (the host's loopback: ssh -L {w.port}:127.0.0.1:{w.port} -p {w.host.port} "
+                    f"{w.host.user + '@' if w.host.user else ''}{w.host.host}, then url 127.0.0.1:{w.port})"
+                    if w.via_tunnel else "")
+            print(f"{w.name:<14} {state:<16} triton url {where}:{w.port} model {w.model}{note}")
+            continue
+        host, port = (w.host.host, w.port) if w.tunnel else endpoints[w.name]
+        note = " (loopback of the host: reach it through ssh -L, or let runner=live deploy it)" if w.tunnel else ""
         print(f"{w.name:<14} {state:<16} {host}:{port}{note}")
     launcher.disconnect()
     return 0

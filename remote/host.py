@@ -8,6 +8,7 @@ Layout on the host (``work_dir``, default ``~/hode-edge``)::
     venv/                         --system-site-packages venv with the wheel installed (--no-deps)
     workers/<node>.spec.json      the worker's settings (hode.edge.server.WorkerSpec)
     workers/<node>.pid / .log     PID file (pid + token) and the worker's output
+    workers/<node>.triton/        serve: triton: the model repository of its server
 """
 from __future__ import annotations
 
@@ -177,15 +178,44 @@ class HostSession:
         env = {"PYTHONUNBUFFERED": "1", "YOLO_OFFLINE": "1", **worker.env}
         if self.pythonpath:
             env["PYTHONPATH"] = self.pythonpath
-        a = self.agent("start", {"argv": [self.python, "-m", "hode.edge.server", "--spec", f["spec"]],
+        a = self.agent("start", {"argv": self.argv(worker),
                                  "cwd": self.work_dir, "env": env, "pidfile": f["pid"], "logfile": f["log"],
                                  "listen": worker.bind, "port": worker.port, "token": uuid.uuid4().hex,
                                  "spec_path": f["spec"], "spec_text": json.dumps(spec, sort_keys=True)})
         return int(a["pid"]), bool(a.get("existing"))
 
+    def argv(self, worker: WorkerSpec) -> list[str]:
+        """The host process of ``worker``: the edge worker reading its spec file, or (serve: triton) a
+        Triton server whose one model is built from that file (the detector settings, host paths)."""
+        f = self.files(worker)
+        if not worker.triton:
+            return [self.python, "-m", "hode.edge.server", "--spec", f["spec"]]
+        return [self.python, "-m", "hode.cluster.triton.serve", "--host", worker.bind, "--grpc-port", str(worker.port),
+                "--model", worker.model, "--detector", f["spec"], "--workdir", f["spec"][:-len(".spec.json")] + ".triton",
+                "--torch-threads", str(int(worker.worker.get("torch_threads", 0)))]
+
+    def serving(self, worker: WorkerSpec, host: str, port: int, timeout: float = 1.0) -> int | None:
+        """The pid answering ``worker``'s health check when it serves (0: Triton, which names none); else None."""
+        if worker.triton:
+            from hode.cluster.triton.client import TritonNode
+
+            node = TritonNode(worker.name, f"{host}:{port}", worker.model)
+            try:  # live and its model ready
+                return 0 if node.healthy(timeout) else None
+            finally:
+                node.close()
+        from hode.edge.client import EdgeClient
+        from hode.edge.server import address
+
+        client = EdgeClient(address(host, port), security=self.client_security)
+        try:
+            return client.status().pid if client.serving(timeout=timeout) else None
+        finally:
+            client.close()
+
     def endpoint(self, worker: WorkerSpec) -> tuple[str, int]:
         """Where the camera reaches ``worker``: the host directly, or a local end of an SSH tunnel."""
-        if not worker.tunnel:
+        if not worker.via_tunnel:
             return self.spec.host, worker.port
         if worker.name not in self.tunnels:
             dest = "127.0.0.1" if worker.bind in ("0.0.0.0", "127.0.0.1") else worker.bind
@@ -193,36 +223,30 @@ class HostSession:
         return self.tunnels[worker.name].address
 
     def wait_healthy(self, worker: WorkerSpec, pid: int, cancelled=lambda: False) -> tuple[str, int]:
-        """Poll the worker's gRPC health check until SERVING; fail fast when its process dies."""
-        from hode.edge.client import EdgeClient
-        from hode.edge.server import address
-
+        """Poll the worker's health check (gRPC health, or Triton's live/ready) until it serves;
+        fail fast when its process dies."""
         host, port = self.endpoint(worker)
-        client = EdgeClient(address(host, port), security=self.client_security)
         deadline = time.monotonic() + worker.start_timeout
         next_check = time.monotonic() + 1.0
-        try:
-            while True:
-                if client.serving(timeout=1.0):
-                    got = client.status().pid
-                    if got != pid:  # something else answers on that port
-                        raise RemoteError(f"{self.who}: port {worker.port} answers as pid {got}, not as worker "
-                                          f"{worker.name} (pid {pid})")
-                    return host, port
-                if time.monotonic() >= next_check:  # an SSH round trip: not on every poll
-                    st = self.status(worker)
-                    if not st["alive"]:
-                        raise RemoteError(f"{self.who}: worker {worker.name} died at start: {st.get('log') or 'no output'}")
-                    next_check = time.monotonic() + 1.5
-                if cancelled():
-                    raise RemoteError(f"{self.who}: deploy cancelled")
-                if time.monotonic() > deadline:
-                    tail = self.agent("tail", {"path": self.files(worker)["log"], "lines": 1})["text"]
-                    raise RemoteError(f"{self.who}: worker {worker.name} not healthy after {worker.start_timeout:g} s "
-                                      f"(last log line: {tail.strip()[:200] or 'none'})")
-                time.sleep(0.25)
-        finally:
-            client.close()
+        while True:
+            got = self.serving(worker, host, port)
+            if got is not None:
+                if got and got != pid:  # something else answers on that port
+                    raise RemoteError(f"{self.who}: port {worker.port} answers as pid {got}, not as worker "
+                                      f"{worker.name} (pid {pid})")
+                return host, port
+            if time.monotonic() >= next_check:  # an SSH round trip: not on every poll
+                st = self.status(worker)
+                if not st["alive"]:
+                    raise RemoteError(f"{self.who}: worker {worker.name} died at start: {st.get('log') or 'no output'}")
+                next_check = time.monotonic() + 1.5
+            if cancelled():
+                raise RemoteError(f"{self.who}: deploy cancelled")
+            if time.monotonic() > deadline:
+                tail = self.agent("tail", {"path": self.files(worker)["log"], "lines": 1})["text"]
+                raise RemoteError(f"{self.who}: worker {worker.name} not healthy after {worker.start_timeout:g} s "
+                                  f"(last log line: {tail.strip()[:200] or 'none'})")
+            time.sleep(0.25)
 
     def status(self, worker: WorkerSpec) -> dict:
         f = self.files(worker)

@@ -29,7 +29,11 @@ DEFAULT_WORKER_PORT = 50051
 HOST_KEYS = {"host", "port", "user", "key_file", "known_hosts", "trust_on_first_use", "python", "venv",
              "work_dir", "connect_timeout"}
 # The worker process of one node.
-WORKER_KEYS = {"torch_device", "env", "listen", "tunnel", "start_timeout", "worker"}
+WORKER_KEYS = {"torch_device", "env", "listen", "tunnel", "start_timeout", "worker", "serve", "insecure"}
+# What a node's host process is: the project's gRPC edge worker, or a Triton server serving its model.
+SERVES = ("worker", "triton")
+# ssh.worker keys a Triton node takes (the rest are edge-worker settings it has no use for).
+TRITON_WORKER_KEYS = {"torch_threads"}
 # WorkerSpec fields the launcher itself sets (hode.edge.server.WorkerSpec); the rest may go in ssh.worker.
 LAUNCHER_SETS = {"node", "detector", "host", "port", "port_file", "parent_pid"}
 SECRET_WORDS = re.compile(r"(password|passwd|passphrase|secret|token|api_?key)", re.I)
@@ -78,10 +82,23 @@ class WorkerSpec:
     tunnel: bool = False  # reach the worker through the SSH connection instead of directly
     start_timeout: float = 180.0  # seconds until its gRPC health check must answer SERVING
     worker: dict[str, Any] = field(default_factory=dict)  # extra hode.edge.server.WorkerSpec fields
+    serve: str = "worker"  # "triton": a Triton server (hode.cluster.triton.serve) instead of the edge worker
+    insecure: bool = False  # triton: accept listening beyond loopback (Triton has no token of ours)
+
+    @property
+    def triton(self) -> bool:
+        return self.serve == "triton"
 
     @property
     def bind(self) -> str:
-        return self.listen or ("127.0.0.1" if self.tunnel else "0.0.0.0")
+        return self.listen or ("127.0.0.1" if self.tunnel or self.triton else "0.0.0.0")
+
+    @property
+    def via_tunnel(self) -> bool:
+        """Reached through the SSH connection: asked for, or a Triton server on the host's loopback."""
+        from hode.edge.security import is_loopback
+
+        return self.tunnel or (self.triton and is_loopback(self.bind))
 
     @property
     def label(self) -> str:
@@ -136,8 +153,24 @@ def _worker_spec(where: str, node: Node, ssh: dict, host: HostSpec) -> WorkerSpe
     for key in ("torch_device", "listen"):
         if key in kw:
             _typed(where, key, kw[key], str)
-    if "tunnel" in kw:
-        _typed(where, "tunnel", kw["tunnel"], bool)
+    for key in ("tunnel", "insecure"):
+        if key in kw:
+            _typed(where, key, kw[key], bool)
+    serve = kw.get("serve", "worker")
+    check(serve in SERVES, f"{where}.serve must be one of {', '.join(SERVES)}, got {serve!r}")
+    if serve == "worker":
+        check("insecure" not in kw, f"{where}.insecure is for serve: triton; an edge worker takes worker.insecure")
+    else:
+        from hode.edge.security import is_loopback
+
+        bad = sorted(set(extra) - TRITON_WORKER_KEYS)
+        check(not bad, f"{where}.worker: {bad} are edge-worker settings; serve: triton takes only "
+                       f"{', '.join(sorted(TRITON_WORKER_KEYS))}")
+        bind = kw.get("listen") or "127.0.0.1"
+        # Triton checks no token of ours: anyone who reaches the port can use it, so loopback unless told.
+        check(is_loopback(bind) or kw.get("insecure", False),
+              f"topology node {node.name}: refusing to start Triton on {bind}: it has no token, anyone who can reach "
+              "it could use it; leave listen unset (the host's loopback, reached through SSH) or set insecure: true")
     if "start_timeout" in kw:
         _typed(where, "start_timeout", kw["start_timeout"], (int, float))
         check(kw["start_timeout"] > 0, f"{where}.start_timeout must be > 0, got {kw['start_timeout']}")

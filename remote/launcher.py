@@ -128,6 +128,8 @@ class Launcher:
         det["weights"] = s.weights[w.name]
         if w.torch_device:
             det["device"] = w.torch_device
+        if w.triton:  # the served model's settings (hode.cluster.triton.serve --detector); its argv has the rest
+            return det
         spec = {"device_kind": self.devices[w.name], "torch_threads": 0, **self.defaults, **w.worker,
                 "node": w.name, "detector": det, "host": w.bind, "port": w.port, "port_file": None, "parent_pid": None}
         if spec.get("emulate") and spec.get("profile") is None:  # the host has no conf/: send the profile itself
@@ -211,10 +213,7 @@ class Launcher:
         return errors
 
     def status(self) -> list[dict]:
-        """Per worker: its PID file's process (alive, verified) and its gRPC health."""
-        from hode.edge.client import EdgeClient
-        from hode.edge.server import address
-
+        """Per worker: its PID file's process (alive, verified) and its health (gRPC, or Triton's live/ready)."""
         rows = []
         for s in self.sessions.values():
             try:
@@ -226,9 +225,7 @@ class Launcher:
                 st = s.status(w)
                 serving = False
                 if st["alive"]:
-                    client = EdgeClient(address(*s.endpoint(w)), security=s.client_security)
-                    serving = client.serving(timeout=2.0)
-                    client.close()
+                    serving = s.serving(w, *s.endpoint(w), timeout=2.0) is not None
                 rows.append({"node": w.name, "host": s.spec.label, "port": w.port, **st, "serving": serving})
         self.disconnect()
         return rows

@@ -24,7 +24,7 @@ from hode.edge.pacing import read_profile
 from hode.edge.process import WorkerError, WorkerProcess
 from hode.edge.security import EdgeSecurity
 from hode.edge.server import WorkerSpec, address
-from hode.errors import WeightsError, check
+from hode.errors import ConfigError, WeightsError, check
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,10 @@ class Workers:
                                  worker_defaults={"max_message_mb": self.transport.max_message_mb,
                                                   "seed": self.settings.seed, "load_trace": list(self.load_trace)},
                                  client_security=self.security)
+        triton = [w.name for w in self.launcher.workers if w.triton]
+        if triton:  # a Triton server speaks KServe, not the edge worker's protocol
+            raise ConfigError(f"topology node(s) {', '.join(triton)} have ssh.serve: triton: deploy them with "
+                              "`python -m remote deploy` and run runner=triton with their url, not runner=live")
         return self.launcher.deploy()
 
     def connect(self, link: Link, host: str, port: int) -> None:

@@ -47,9 +47,12 @@ def config_pbtxt(name: str, spec: dict, max_batch_size: int = 16, queue_delay_us
             f'parameters: {{ key: "torch_threads" value: {{ string_value: "{torch_threads}" }} }}\n')
 
 
-def write_model(root: Path, name: str, model: str, overrides: dict | None = None, **config: object) -> Path:
-    """One model folder ``root/name`` serving detector option ``model``; returns it."""
-    spec = detector_spec(model, overrides)
+def write_model(root: Path, name: str, model: str, overrides: dict | None = None, detector: dict | None = None,
+                **config: object) -> Path:
+    """One model folder ``root/name`` serving detector option ``model``; returns it. ``detector``: its
+    settings as a whole (weights included) instead of ``conf/detector/<model>.yaml``, for a host that
+    has no conf/ (``python -m remote deploy`` sends them)."""
+    spec = dict(detector) if detector is not None else detector_spec(model, overrides)
     weights = Path(spec["weights"])
     check(weights.is_file(), f"triton model {name}: weights file not found: {weights}")
     folder = root / name
@@ -91,6 +94,9 @@ def parse_models(models: Sequence[str]) -> list[tuple[str, str, tuple[int, int] 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", required=True,
                    help="detector option to serve: yolov5n, name=yolov5n, or name=yolov5n@HxW (fixed input); repeatable")
+    p.add_argument("--detector", type=Path, default=None,
+                   help="JSON file with the detector settings (weights path included) of the one --model, "
+                        "instead of conf/detector/<option>.yaml")
     p.add_argument("--set", action="append", default=[], help="shared detector setting, e.g. conf=0.25; repeatable")
     p.add_argument("--max-batch-size", type=int, default=16, help="largest batch the dynamic batcher forms")
     p.add_argument("--queue-delay-us", type=int, default=2000, help="how long the batcher waits to fill a batch")
@@ -101,9 +107,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def write_repository(root: Path, args: argparse.Namespace) -> list[str]:
     """The models named by ``args`` (:func:`add_arguments`) into ``root``; returns their names."""
     sets = parse_sets(args.set)
+    models = parse_models(args.model)
+    detector = None
+    if getattr(args, "detector", None) is not None:
+        check(len(models) == 1, "--detector gives the settings of one model: name exactly one --model with it")
+        try:
+            detector = json.loads(args.detector.read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--detector {args.detector}: not a readable JSON file ({e})") from None
+        check(isinstance(detector, dict) and "weights" in detector,
+              f"--detector {args.detector}: wants a JSON object with at least 'weights'")
+        detector.update(sets)
     names = []
-    for name, option, tile in parse_models(args.model):
-        write_model(root, name, option, sets, max_batch_size=args.max_batch_size, queue_delay_us=args.queue_delay_us,
+    for name, option, tile in models:
+        write_model(root, name, option, sets, detector, max_batch_size=args.max_batch_size, queue_delay_us=args.queue_delay_us,
                     instances=args.instances, torch_threads=args.torch_threads, tile=tile)
         names.append(name)
     return names

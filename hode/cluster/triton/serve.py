@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     repo.add_arguments(p)
     args = p.parse_args(argv)
     dist = server_dir()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="hode-triton-"))
+    work = (args.workdir or Path(tempfile.mkdtemp(prefix="hode-triton-"))).resolve()  # absolute: the cwd changes below
     repository = work / "models"
     repo.write_repository(repository, args)
     backends = backends_dir(dist, work)
@@ -137,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"tritonserver: grpc {args.host}:{port}, models in {repository}", flush=True)
     if args.parent_pid:
         exit_with_parent(args.parent_pid)
+    # The stub finds `import hode` through its working directory (the PYTHONPATH given it is not enough for an
+    # installed wheel, e.g. on a host of `python -m remote deploy`): run from the folder holding this `hode`.
+    os.chdir(Path(__file__).resolve().parents[3])
     os.execve(cmd[0], cmd, stub_env(dist, args.torch_threads))  # this process becomes the server: signals reach it directly
     return 0  # not reached
 
